@@ -1,0 +1,53 @@
+"""Alembic, driven from code: each service has its own script directory and its own database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData, create_engine
+
+__all__ = ["SERVICES", "alembic_config", "current_revision", "head_revision", "metadata_for", "upgrade"]
+
+SERVICES = ("payments", "orders")
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def metadata_for(service: str) -> MetaData:
+    if service == "payments":
+        from hsepay.payments.tables import metadata
+    elif service == "orders":
+        from hsepay.orders.tables import metadata
+    else:
+        raise ValueError(f"unknown service {service!r}")
+    return metadata
+
+
+def alembic_config(service: str, url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS / service))
+    config.set_main_option("version_locations", str(MIGRATIONS / service / "versions"))
+    config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
+    config.attributes["url"] = url
+    config.attributes["service"] = service
+    return config
+
+
+def upgrade(service: str, url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(service, url), revision)
+
+
+def head_revision(service: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(service, "")).get_current_head()
+
+
+def current_revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,39 @@
+"""Shared body of both Alembic environments (online migrations only: hsepay always has a URL)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from hsepay.migrate import metadata_for
+
+
+def run(service: str) -> None:
+    config = context.config
+    url = config.attributes.get("url")
+    if not url:
+        raise RuntimeError("hsepay migrations need a URL; run them through `hsepay db upgrade`")
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _migrate(connection, service)
+        return
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            _migrate(conn, service)
+    finally:
+        engine.dispose()
+
+
+def _migrate(connection, service: str) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata_for(service),
+        compare_type=True,
+        compare_server_default=True,
+        # Hold a lock for the run so two `hsepay db upgrade` in parallel cannot interleave.
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():
+        context.execute("SELECT pg_advisory_xact_lock(hashtext('hsepay.migrations'))")
+        context.run_migrations()

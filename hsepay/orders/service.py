@@ -1,0 +1,166 @@
+"""Orders service layer: each function runs inside the caller's transaction (`conn`)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hsepay.orders.errors import InvalidCursor, OrderNotFound
+from hsepay.orders.events import payment_requested
+from hsepay.orders.model import CREATED, FAILED, SUCCESS, Order, PaymentResult
+from hsepay.orders.tables import orders, outbox
+from hsepay.relay.store import enqueue
+
+__all__ = [
+    "apply_payment_results",
+    "create_order",
+    "get_order",
+    "list_orders",
+    "redrive_stale_orders",
+]
+
+_COLUMNS = (
+    orders.c.id,
+    orders.c.user_id,
+    orders.c.amount,
+    orders.c.description,
+    orders.c.status,
+    orders.c.reason,
+    orders.c.created_at,
+    orders.c.updated_at,
+)
+
+
+def _order(row) -> Order:
+    return Order(**{column.name: getattr(row, column.name) for column in _COLUMNS})
+
+
+async def create_order(
+    conn: AsyncConnection, *, user_id: uuid.UUID, amount: int, description: str, topic: str
+) -> Order:
+    """Insert the order and its payment request (outbox) in the caller's transaction: both or neither."""
+    order_id = uuid.uuid4()
+    row = (
+        await conn.execute(
+            insert(orders)
+            .values(id=order_id, user_id=user_id, amount=amount, description=description)
+            .returning(*_COLUMNS)
+        )
+    ).one()
+    await enqueue(conn, outbox, [payment_requested(order_id=order_id, user_id=user_id, amount=amount, topic=topic)])
+    return _order(row)
+
+
+async def get_order(conn: AsyncConnection, order_id: uuid.UUID) -> Order:
+    row = (await conn.execute(select(*_COLUMNS).where(orders.c.id == order_id))).first()
+    if row is None:
+        raise OrderNotFound(f"no order {order_id}")
+    return _order(row)
+
+
+def encode_cursor(order: Order) -> str:
+    raw = f"{order.created_at.isoformat()}|{order.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, ident = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at, uuid.UUID(ident)
+    except ValueError:
+        raise InvalidCursor("cursor is not one this API returned") from None
+
+
+async def list_orders(
+    conn: AsyncConnection,
+    *,
+    user_id: uuid.UUID | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[Order], str | None]:
+    """Newest first; returns a page and the cursor of the next page (None on the last page)."""
+    query = select(*_COLUMNS).order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit + 1)
+    if user_id is not None:
+        query = query.where(orders.c.user_id == user_id)
+    if status is not None:
+        query = query.where(orders.c.status == status)
+    if cursor:
+        created_at, order_id = _decode_cursor(cursor)
+        query = query.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(created_at, order_id))
+    page = [_order(row) for row in await conn.execute(query)]
+    if len(page) > limit:
+        return page[:limit], encode_cursor(page[limit - 1])
+    return page, None
+
+
+_SETTLE = text(
+    "UPDATE orders AS o SET status = r.status, reason = r.reason, updated_at = now() "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[])) "
+    "AS r(id, status, reason) "
+    "WHERE o.id = r.id AND o.status = 'created'"
+)
+
+
+async def apply_payment_results(
+    conn: AsyncConnection, results: Sequence[tuple[bool, PaymentResult]]
+) -> int:
+    """Settle orders from payment results (succeeded?, result). Only `created` orders change,
+    so a late or duplicate result is a no-op; returns how many orders were settled."""
+    settled: dict[uuid.UUID, tuple[str, str | None]] = {}
+    for succeeded, result in results:
+        if result.order_id not in settled:  # first answer wins; payments never answers two ways
+            settled[result.order_id] = (SUCCESS, None) if succeeded else (FAILED, result.reason or "payment_failed")
+    if not settled:
+        return 0
+    outcome = await conn.execute(
+        _SETTLE.bindparams(bindparam("ids"), bindparam("statuses"), bindparam("reasons")),
+        {
+            "ids": list(settled),
+            "statuses": [status for status, _ in settled.values()],
+            "reasons": [reason for _, reason in settled.values()],
+        },
+    )
+    return outcome.rowcount
+
+
+async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topic: str, limit: int = 1000) -> int:
+    """Re-send the payment request of orders still `created` after `older_than` seconds.
+
+    The payments side answers a repeated request from its decision record, so this never debits
+    twice; it is what recovers orders whose messages a broker lost.
+    """
+    stale = (
+        await conn.execute(
+            select(orders.c.id, orders.c.user_id, orders.c.amount)
+            .where(
+                orders.c.status == CREATED,
+                orders.c.payment_requested_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than),
+            )
+            .order_by(orders.c.payment_requested_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    if not stale:
+        return 0
+    await conn.execute(
+        update(orders)
+        .where(orders.c.id.in_([row.id for row in stale]))
+        .values(payment_requested_at=func.now(), payment_requests=orders.c.payment_requests + 1)
+    )
+    await enqueue(
+        conn,
+        outbox,
+        [payment_requested(order_id=row.id, user_id=row.user_id, amount=row.amount, topic=topic) for row in stale],
+    )
+    return len(stale)

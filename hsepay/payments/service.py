@@ -1,0 +1,146 @@
+"""Payments service layer: each function runs inside the caller's transaction (`conn`).
+
+The API, the CLI and the event handlers all call these; none of them touches the tables directly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hsepay.payments.errors import AccountExists, AccountNotFound, BalanceLimitExceeded
+from hsepay.payments.model import Account, PaymentDecision, PaymentRequest, decide
+from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
+
+__all__ = [
+    "create_account",
+    "deposit",
+    "get_account",
+    "list_accounts",
+    "process_payments",
+]
+
+_ACCOUNT_COLUMNS = (accounts.c.user_id, accounts.c.balance, accounts.c.created_at, accounts.c.updated_at)
+
+
+def _account(row) -> Account:
+    return Account(user_id=row.user_id, balance=row.balance, created_at=row.created_at, updated_at=row.updated_at)
+
+
+async def create_account(conn: AsyncConnection, user_id: uuid.UUID) -> Account:
+    """Open a zero-balance account; AccountExists if the user has one (race-free: the primary key decides)."""
+    row = (
+        await conn.execute(
+            pg_insert(accounts).values(user_id=user_id).on_conflict_do_nothing().returning(*_ACCOUNT_COLUMNS)
+        )
+    ).first()
+    if row is None:
+        raise AccountExists(f"user {user_id} already has an account")
+    return _account(row)
+
+
+async def get_account(conn: AsyncConnection, user_id: uuid.UUID) -> Account:
+    row = (await conn.execute(select(*_ACCOUNT_COLUMNS).where(accounts.c.user_id == user_id))).first()
+    if row is None:
+        raise AccountNotFound(f"no account for user {user_id}")
+    return _account(row)
+
+
+async def list_accounts(conn: AsyncConnection, *, limit: int = 100) -> list[Account]:
+    rows = await conn.execute(select(*_ACCOUNT_COLUMNS).order_by(accounts.c.created_at, accounts.c.user_id).limit(limit))
+    return [_account(row) for row in rows]
+
+
+async def deposit(conn: AsyncConnection, user_id: uuid.UUID, amount: int, *, reference: str | None = None) -> Account:
+    """Add `amount` and its ledger entry in one transaction; `reference` is the deposit's unique id."""
+    try:
+        row = (
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.user_id == user_id)
+                .values(balance=accounts.c.balance + amount, updated_at=func.now())
+                .returning(*_ACCOUNT_COLUMNS)
+            )
+        ).first()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "22003":  # numeric_value_out_of_range
+            raise BalanceLimitExceeded("the deposit would overflow the account balance") from None
+        raise
+    if row is None:
+        raise AccountNotFound(f"no account for user {user_id}")
+    await conn.execute(
+        insert(ledger_entries).values(
+            user_id=user_id, kind="deposit", amount=amount, reference=reference or f"deposit:{uuid.uuid4()}"
+        )
+    )
+    return _account(row)
+
+
+_DEBIT = text(
+    "UPDATE accounts AS a SET balance = a.balance - d.total, updated_at = now() "
+    "FROM unnest(CAST(:users AS uuid[]), CAST(:totals AS bigint[])) AS d(user_id, total) "
+    "WHERE a.user_id = d.user_id"
+)
+
+
+async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequest]) -> list[PaymentDecision]:
+    """Decide a batch of payment requests: one answer per request, in order.
+
+    Accounts are locked (in a fixed order, so concurrent batches cannot deadlock) before their
+    balances are read, so the balance check and the debit see the same value. A recorded
+    decision is answered again as it was; the decision's primary key and the ledger's unique
+    (kind, reference) make a second debit of one order impossible even if two consumers race.
+    """
+    if not requests:
+        return []
+    order_ids = list({r.order_id for r in requests})
+    earlier = {
+        row.order_id: PaymentDecision(
+            order_id=row.order_id, user_id=row.user_id, amount=row.amount, status=row.status, reason=row.reason
+        )
+        for row in await conn.execute(select(payment_decisions).where(payment_decisions.c.order_id.in_(order_ids)))
+    }
+    users = sorted({r.user_id for r in requests if r.order_id not in earlier})
+    balances = {}
+    if users:
+        locked = await conn.execute(
+            select(accounts.c.user_id, accounts.c.balance)
+            .where(accounts.c.user_id.in_(users))
+            .order_by(accounts.c.user_id)
+            .with_for_update()
+        )
+        balances = {row.user_id: row.balance for row in locked}
+    answers, new = decide(requests, balances, earlier)
+    if not new:
+        return answers
+
+    await conn.execute(
+        insert(payment_decisions),
+        [
+            {"order_id": d.order_id, "user_id": d.user_id, "amount": d.amount, "status": d.status, "reason": d.reason}
+            for d in new
+        ],
+    )
+    debits = [d for d in new if d.succeeded]
+    if debits:
+        await conn.execute(
+            insert(ledger_entries),
+            [
+                {"user_id": d.user_id, "kind": "debit", "amount": d.amount, "reference": str(d.order_id)}
+                for d in debits
+            ],
+        )
+        totals: dict[uuid.UUID, int] = defaultdict(int)
+        for d in debits:
+            totals[d.user_id] += d.amount
+        await conn.execute(
+            _DEBIT.bindparams(bindparam("users"), bindparam("totals")),
+            {"users": list(totals), "totals": list(totals.values())},
+        )
+    return answers

@@ -1,0 +1,80 @@
+"""The event envelope of DESIGN §4 and the outbox message that carries it to a topic."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = ["Envelope", "MalformedMessage", "OutboxMessage", "decode_envelope", "new_message"]
+
+ENVELOPE_VERSION = 1
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: uuid.UUID
+    type: str
+    version: int = ENVELOPE_VERSION
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+class OutboxMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One row to write into a service's outbox: where it goes and the bytes it carries."""
+
+    event_id: uuid.UUID
+    topic: str
+    key: str
+    event_type: str
+    value: bytes
+    headers: dict[str, str]
+
+
+class MalformedMessage(ValueError):
+    """A consumed value is not a valid envelope."""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+def new_message(
+    *,
+    topic: str,
+    key: str,
+    event_type: str,
+    data: dict[str, Any],
+    correlation_id: str,
+    causation_id: str | None = None,
+) -> OutboxMessage:
+    """Build an envelope and the Kafka headers of DESIGN §4 around `data`."""
+    envelope = Envelope(event_id=uuid.uuid4(), type=event_type, occurred_at=datetime.now(UTC), data=data)
+    headers = {
+        "event_type": event_type,
+        "event_id": str(envelope.event_id),
+        "correlation_id": correlation_id,
+    }
+    if causation_id:
+        headers["causation_id"] = causation_id
+    return OutboxMessage(
+        event_id=envelope.event_id,
+        topic=topic,
+        key=key,
+        event_type=event_type,
+        value=_encoder.encode(envelope),
+        headers=headers,
+    )
+
+
+def decode_envelope(value: bytes | None) -> Envelope:
+    if not value:
+        raise MalformedMessage("empty message value")
+    try:
+        envelope = _decoder.decode(value)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"not an event envelope: {exc}") from None
+    if envelope.version != ENVELOPE_VERSION:
+        raise MalformedMessage(f"unsupported envelope version {envelope.version}")
+    return envelope

@@ -1,0 +1,106 @@
+"""Outbox and inbox tables (one pair per service database) and the statements that write them.
+
+Generic: nothing here knows what an order or a payment is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+    insert,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hsepay.relay.envelope import OutboxMessage
+
+__all__ = ["enqueue", "inbox_table", "notify_channel", "outbox_table"]
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", Uuid, nullable=False, unique=True),
+        Column("topic", Text, nullable=False),
+        Column("key", Text, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("sent_at", DateTime(timezone=True)),
+        # The relay claims pending rows by id; this index stays as small as the backlog.
+        Index("ix_outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
+        Index("ix_outbox_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+    )
+
+
+INBOX_PROCESSED = "processed"
+INBOX_QUARANTINED = "quarantined"
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", Text, nullable=False),
+        Column("event_id", Uuid, nullable=False),
+        Column("event_type", Text),
+        Column("topic", Text, nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("offset", BigInteger, nullable=False),
+        Column("status", Text, nullable=False),
+        Column("attempts", Integer, nullable=False, server_default="1"),
+        Column("error", Text),
+        # Kept only for quarantined messages, so that `hsepay inbox retry` can apply them later.
+        Column("value", LargeBinary),
+        Column("headers", JSONB),
+        Column("key", Text),
+        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("processed_at", DateTime(timezone=True)),
+        PrimaryKeyConstraint("consumer", "event_id"),
+        Index("ix_inbox_quarantined", "consumer", postgresql_where=text("status = 'quarantined'")),
+        Index("ix_inbox_received_at", "received_at"),
+    )
+
+
+def notify_channel(outbox: Table) -> str:
+    """The LISTEN/NOTIFY channel of an outbox: its database is the service's, so one name suffices."""
+    return f"hsepay_{outbox.name}"
+
+
+async def enqueue(conn: AsyncConnection, outbox: Table, messages: Sequence[OutboxMessage]) -> None:
+    """Write messages into the outbox inside the caller's transaction and wake the relay at commit."""
+    if not messages:
+        return
+    await conn.execute(
+        insert(outbox),
+        [
+            {
+                "event_id": m.event_id,
+                "topic": m.topic,
+                "key": m.key,
+                "event_type": m.event_type,
+                "value": m.value,
+                "headers": m.headers,
+            }
+            for m in messages
+        ],
+    )
+    # Delivered only if the transaction commits: the relay never wakes for a rolled-back row.
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(outbox)})
