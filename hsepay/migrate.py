@@ -28,6 +28,7 @@ def metadata_for(service: str) -> MetaData:
 
 def alembic_config(service: str, url: str) -> Config:
     config = Config()
+    config.set_main_option("path_separator", "os")
     config.set_main_option("script_location", str(MIGRATIONS / service))
     config.set_main_option("version_locations", str(MIGRATIONS / service / "versions"))
     config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")

@@ -1,0 +1,112 @@
+"""Orders REST API (seed contract, DESIGN §3)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import urlencode
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hsepay.api.bodies import strict_body
+from hsepay.api.idempotent import run_idempotent
+from hsepay.errors import InvalidRequest
+from hsepay.idempotency import StoredResponse
+from hsepay.orders import service
+from hsepay.orders.model import MAX_AMOUNT, MAX_DESCRIPTION, Order
+from hsepay.orders.tables import idempotency_keys
+
+Amount = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, description="minor units, 1..10^12")]
+Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
+MAX_PAGE = 500
+
+
+class CreateOrder(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: uuid.UUID
+    amount: Amount
+    description: Description = ""
+
+
+class OrderAccepted(msgspec.Struct):
+    message: str
+    id: uuid.UUID
+    status: str
+    user_id: uuid.UUID
+    amount: int
+    description: str
+    created_at: datetime
+
+
+def _order_json(order: Order) -> dict:
+    return msgspec.to_builtins(order)
+
+
+def _parse_order_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidRequest(f"order id {raw[:64]!r} is not a UUID") from None
+
+
+class OrderController(Controller):
+    tags = ["orders"]
+
+    @post("/orders", status_code=202, summary="Place an order; payment follows asynchronously")
+    async def create_order(
+        self,
+        request: Request,
+        engine: NamedDependency[AsyncEngine],
+        orders_topic: NamedDependency[str],
+        data: JSONBody[CreateOrder],
+    ) -> Response[OrderAccepted]:
+        data = await strict_body(request, CreateOrder)
+        if "\x00" in data.description:
+            raise InvalidRequest("description must not contain NUL characters")
+
+        async def effect(conn) -> StoredResponse:
+            order = await service.create_order(
+                conn, user_id=data.user_id, amount=data.amount, description=data.description, topic=orders_topic
+            )
+            body = OrderAccepted(
+                message="Order accepted",
+                id=order.id,
+                status=order.status,
+                user_id=order.user_id,
+                amount=order.amount,
+                description=order.description,
+                created_at=order.created_at,
+            )
+            return StoredResponse(202, msgspec.to_builtins(body), {"Location": f"/orders/{order.id}"})
+
+        return await run_idempotent(request, engine, idempotency_keys, data, effect)
+
+    @get(["/orders/{order_id:str}", "/order/{order_id:str}"], summary="One order")
+    async def get_order(self, engine: NamedDependency[AsyncEngine], order_id: FromPath[str]) -> dict:
+        async with engine.connect() as conn:
+            return _order_json(await service.get_order(conn, _parse_order_id(order_id)))
+
+    @get("/orders", summary="Orders, newest first, paginated by cursor (Link rel=next)")
+    async def list_orders(
+        self,
+        request: Request,
+        engine: NamedDependency[AsyncEngine],
+        user_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[Literal["created", "success", "failed"] | None] = None,
+        limit: FromQuery[Annotated[int, Parameter(ge=1, le=MAX_PAGE)]] = 100,
+        cursor: FromQuery[Annotated[str | None, Parameter(max_length=200)]] = None,
+    ) -> Response[list[dict]]:
+        async with engine.connect() as conn:
+            page, next_cursor = await service.list_orders(
+                conn, user_id=user_id, status=status, limit=limit, cursor=cursor
+            )
+        headers = {}
+        if next_cursor:
+            query = {k: v for k, v in request.query_params.items() if k != "cursor"}
+            query["cursor"] = next_cursor
+            headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+        return Response([_order_json(order) for order in page], headers=headers)

@@ -1,0 +1,85 @@
+"""Every error as RFC 9457 problem+json: domain errors mapped once, nothing leaks a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from hsepay.errors import Conflict, DomainError, InvalidRequest, NotFound
+
+__all__ = ["problem_details_plugin", "unexpected_error_handler"]
+
+log = logging.getLogger(__name__)
+
+_STATUS = {NotFound: 404, Conflict: 409, InvalidRequest: 400}
+
+
+def _status_of(exc: DomainError) -> int:
+    for kind, status in _STATUS.items():
+        if isinstance(exc, kind):
+            return status
+    return 422
+
+
+def _domain_problem(exc: DomainError) -> ProblemDetailsException:
+    return ProblemDetailsException(status_code=_status_of(exc), title=exc.title, detail=str(exc))
+
+
+def _validation_problem(exc: ValidationException) -> ProblemDetailsException:
+    extra: dict[str, Any] = {}
+    if isinstance(exc.extra, list):
+        # Litestar reports a missing body as the bare key name; say what is wrong instead.
+        extra["errors"] = [
+            {**e, "message": "a JSON object body is required"}
+            if isinstance(e, dict) and e.get("key") == "data" and e.get("message") == "'data'"
+            else e
+            for e in exc.extra
+        ]
+    elif exc.extra:
+        extra["errors"] = exc.extra
+    return ProblemDetailsException(status_code=400, title="Invalid request", detail=exc.detail, extra=extra)
+
+
+def _http_problem(exc: HTTPException) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=exc.status_code, title=exc.detail, detail=exc.detail, headers=exc.headers
+    )
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(
+        ProblemDetailsConfig(
+            enable_for_all_http_exceptions=True,
+            exception_to_problem_detail_map={
+                DomainError: _domain_problem,
+                ValidationException: _validation_problem,
+                HTTPException: _http_problem,
+            },
+        )
+    )
+
+
+def _problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
+    return Response(
+        {"status": status, "title": title, "detail": detail},
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+def database_error_handler(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _problem(503, "Service unavailable", "the database is unavailable; retry later")
+    log.exception("database error on %s %s", request.method, request.url.path)
+    return _problem(500, "Internal error", "an unexpected database error occurred")
+
+
+def unexpected_error_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _problem(500, "Internal error", "an unexpected error occurred")

@@ -1,0 +1,85 @@
+"""Session-wide real engines: the embedded PostgreSQL (or HSEPAY_TEST_DB) and, for saga tests,
+the embedded broker (or HSEPAY_TEST_KAFKA). Each test gets empty tables."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg import sql
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from hsepay import embedded, migrate
+from hsepay.config import normalise_db_url
+from hsepay.db import create_engine
+
+SERVICES = migrate.SERVICES
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hsepay")
+
+
+@pytest.fixture(scope="session")
+def pg_server(data_dir: Path):
+    """libpq URI of a maintenance database on the server the tests use."""
+    external = os.environ.get("HSEPAY_TEST_DB")
+    if external:
+        yield external
+        return
+    uri = embedded.ensure_postgres(data_dir)
+    yield uri
+    embedded.stop_postgres(data_dir)
+
+
+@pytest.fixture(scope="session")
+def db_urls(pg_server: str) -> dict[str, str]:
+    """One fresh, migrated database per service, named for this test run."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {service: f"hsepay_test_{service}_{suffix}" for service in SERVICES}
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = make_url(pg_server)
+    urls = {
+        service: normalise_db_url(base.set(database=name).render_as_string(hide_password=False), "test")
+        for service, name in names.items()
+    }
+    for service, url in urls.items():
+        migrate.upgrade(service, url)
+    yield urls
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def engines(db_urls):
+    built = {service: create_engine(url, pool_size=20) for service, url in db_urls.items()}
+    yield built
+    for engine in built.values():
+        await engine.dispose()
+
+
+async def _truncate(engine, service: str) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in migrate.metadata_for(service).sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest_asyncio.fixture
+async def payments_engine(engines):
+    await _truncate(engines["payments"], "payments")
+    return engines["payments"]
+
+
+@pytest_asyncio.fixture
+async def orders_engine(engines):
+    await _truncate(engines["orders"], "orders")
+    return engines["orders"]
