@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
+from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +20,10 @@ from hsepay.config import ConfigError, Settings, normalise_db_url
 from hsepay.db import create_engine
 from hsepay import migrate
 from hsepay.migrate import SERVICES
+from hsepay.relay.handlers import HandlerMap
+from hsepay.relay.inbox_consumer import InboxConsumer
+from hsepay.relay.kafka import BrokerConfig
+from hsepay.relay.outbox_relay import OutboxRelay
 
 __all__ = ["Runtime", "describe_db_error", "resolve_database_urls", "resolve_kafka"]
 
@@ -78,22 +83,21 @@ class Runtime:
 
     settings: Settings
     db_urls: dict[str, str]
+    engines: dict[str, AsyncEngine] = field(default_factory=dict)
+    """Engines already built (tests pass theirs); the rest are built on first use."""
 
     @classmethod
     def from_settings(cls, settings: Settings, services: tuple[str, ...] = SERVICES) -> Runtime:
         return cls(settings=settings, db_urls=resolve_database_urls(settings, services))
 
-    def __post_init__(self) -> None:
-        self._engines: dict[str, AsyncEngine] = {}
-
     def engine(self, service: str) -> AsyncEngine:
-        if service not in self._engines:
-            self._engines[service] = create_engine(
+        if service not in self.engines:
+            self.engines[service] = create_engine(
                 self.db_urls[service],
                 pool_size=self.settings.db.pool_size,
                 application_name=f"hsepay-{service}",
             )
-        return self._engines[service]
+        return self.engines[service]
 
     async def check_database(self, service: str) -> None:
         """Raise ConfigError with one readable line if the service database is unreachable."""
@@ -102,6 +106,12 @@ class Runtime:
                 await conn.exec_driver_sql("SELECT 1")
         except (DBAPIError, OSError, asyncio.TimeoutError) as exc:
             raise ConfigError(describe_db_error(service, self.db_urls[service], exc)) from None
+
+    async def ready_engine(self, service: str) -> AsyncEngine:
+        """The service engine, after checking that the database answers and has the current schema."""
+        await self.check_database(service)
+        await self.ensure_schema(service)
+        return self.engine(service)
 
     def is_embedded(self, service: str) -> bool:
         configured = {"payments": self.settings.db.payments_url, "orders": self.settings.db.orders_url}
@@ -133,6 +143,75 @@ class Runtime:
         )
 
     async def dispose(self) -> None:
-        for engine in self._engines.values():
+        for engine in self.engines.values():
             await engine.dispose()
-        self._engines.clear()
+        self.engines.clear()
+
+
+# --- saga wiring: which tables, topics and handlers each service's workers use ----------------
+
+
+def consumer_group(settings: Settings, service: str) -> str:
+    return f"{settings.kafka.group_prefix}-{service}"
+
+
+def broker_config(settings: Settings, bootstrap: str, idempotence: bool, service: str) -> BrokerConfig:
+    return BrokerConfig(
+        bootstrap_servers=bootstrap,
+        idempotence=idempotence,
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+        client_id=f"hsepay-{service}",
+    )
+
+
+def all_topics(settings: Settings) -> tuple[str, ...]:
+    return (settings.kafka.orders_topic, settings.kafka.payment_status_topic)
+
+
+def service_tables(service: str) -> tuple[Table, Table]:
+    """(outbox, inbox) of a service."""
+    if service == "payments":
+        from hsepay.payments.tables import inbox, outbox
+    else:
+        from hsepay.orders.tables import inbox, outbox
+    return outbox, inbox
+
+
+def service_handlers(service: str, settings: Settings) -> tuple[tuple[str, ...], HandlerMap]:
+    """(topics consumed, handlers) of a service."""
+    if service == "payments":
+        from hsepay.payments.handlers import make_handlers
+
+        return (settings.kafka.orders_topic,), make_handlers(payment_status_topic=settings.kafka.payment_status_topic)
+    from hsepay.orders.handlers import make_handlers
+
+    return (settings.kafka.payment_status_topic,), make_handlers()
+
+
+def build_relay(rt: Runtime, service: str, broker: BrokerConfig) -> OutboxRelay:
+    outbox, _ = service_tables(service)
+    return OutboxRelay(
+        name=service,
+        engine=rt.engine(service),
+        db_url=rt.db_urls[service],
+        outbox=outbox,
+        broker=broker,
+        topics=all_topics(rt.settings),
+        settings=rt.settings.relay,
+    )
+
+
+def build_consumer(rt: Runtime, service: str, broker: BrokerConfig) -> InboxConsumer:
+    _, inbox = service_tables(service)
+    topics, handlers = service_handlers(service, rt.settings)
+    return InboxConsumer(
+        name=service,
+        engine=rt.engine(service),
+        inbox=inbox,
+        handlers=handlers,
+        broker=broker,
+        topics=topics,
+        group_id=consumer_group(rt.settings, service),
+        settings=rt.settings.consumer,
+    )

@@ -115,6 +115,8 @@ class KafkaSettings:
     embedded Tansu broker (it rejects InitProducerId)."""
     orders_topic: str = "orders"
     payment_status_topic: str = "payment-status"
+    group_prefix: str = "hsepay"
+    """Consumer groups are `<prefix>-payments` and `<prefix>-orders`."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ class ConsumerSettings:
     """HSEPAY_CONSUMER_BATCH: messages applied per database transaction at most."""
     max_attempts: int = 5
     """HSEPAY_CONSUMER_MAX_ATTEMPTS: failures of one message before it is quarantined."""
+    inbox_retention: float = 7 * 24 * 3600.0
+    """HSEPAY_INBOX_RETENTION: seconds a processed inbox row is kept (duplicates older than this are
+    still harmless: the payment decision and the ledger are unique per order id)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,7 @@ class Settings:
             consumer=ConsumerSettings(
                 batch_size=_int(env, "HSEPAY_CONSUMER_BATCH", 500),
                 max_attempts=_int(env, "HSEPAY_CONSUMER_MAX_ATTEMPTS", 5),
+                inbox_retention=_float(env, "HSEPAY_INBOX_RETENTION", 7 * 24 * 3600.0),
             ),
             saga=SagaSettings(redrive_after=_float(env, "HSEPAY_REDRIVE_AFTER", 30.0)),
             auth_secret=env.get("HSEPAY_AUTH_SECRET") or None,

@@ -62,16 +62,9 @@ async def service_engine(service: str) -> AsyncIterator[AsyncEngine]:
     """An engine on one service database, ready for use, disposed at the end of the command."""
     rt = runtime((service,))
     try:
-        yield await ready_engine(rt, service)
+        yield await rt.ready_engine(service)
     finally:
         await rt.dispose()
-
-
-async def ready_engine(rt: Runtime, service: str) -> AsyncEngine:
-    """The service engine, after checking the database answers and carries the current schema."""
-    await rt.check_database(service)
-    await rt.ensure_schema(service)
-    return rt.engine(service)
 
 
 def services_arg(value: str) -> tuple[str, ...]:

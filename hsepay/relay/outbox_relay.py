@@ -1,0 +1,211 @@
+"""The outbox relay: moves committed outbox rows to Kafka, in id order, at least once.
+
+One relay per service database is active at a time: it holds a PostgreSQL session advisory lock
+on a dedicated connection, and the others stand by, retrying the lock every second. If the active
+process dies (even `kill -9`), PostgreSQL drops its connection and the lock with it, and a standby
+takes over. The same connection LISTENs for the NOTIFY that every outbox write sends at commit, so
+the relay wakes within milliseconds; a poll every `poll_interval` covers a missed notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from aiokafka.errors import KafkaError
+from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hsepay.config import RelaySettings
+from hsepay.relay.timing import sleep_or_stop
+from hsepay.relay.kafka import BrokerConfig, ensure_topics, make_producer
+from hsepay.relay.store import notify_channel
+
+__all__ = ["OutboxRelay", "RelayStats", "libpq_conninfo", "relay_lock_key"]
+
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 10_000
+LOCK_CHECK_INTERVAL = 2.0
+
+
+def relay_lock_key(outbox: Table) -> str:
+    return f"hsepay.relay.{outbox.name}"
+
+
+def libpq_conninfo(sqlalchemy_url: str) -> str:
+    """A plain libpq URI for psycopg from the SQLAlchemy form (drops the +psycopg driver)."""
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    batches: int = 0
+    errors: int = 0
+    active: bool = False
+    last_error: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        name: str,
+        engine: AsyncEngine,
+        db_url: str,
+        outbox: Table,
+        broker: BrokerConfig,
+        topics: tuple[str, ...],
+        settings: RelaySettings,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.db_url = db_url
+        self.outbox = outbox
+        self.broker = broker
+        self.topics = topics
+        self.settings = settings
+        self.stats = RelayStats()
+        self._last_purge = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stand by until this process holds the relay lock, then relay until `stop` is set."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self._stand_by_then_lead(stop)
+                backoff = 0.1
+            except (psycopg.OperationalError, OSError) as exc:
+                self.stats.active = False
+                self.stats.errors += 1
+                self.stats.last_error = f"database: {exc}"
+                log.warning("%s relay lost its database connection (%s); retrying in %.1fs", self.name, exc, backoff)
+                await sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, self.settings.max_backoff)
+
+    async def _stand_by_then_lead(self, stop: asyncio.Event) -> None:
+        conninfo = libpq_conninfo(self.db_url)
+        app_name = f"hsepay-relay-{self.name} {socket.gethostname()}:{os.getpid()}"
+        async with await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, application_name=app_name[:63]
+        ) as lock_conn:
+            while not stop.is_set():
+                cur = await lock_conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(%s))", (relay_lock_key(self.outbox),)
+                )
+                if (await cur.fetchone())[0]:
+                    break
+                await sleep_or_stop(stop, self.settings.standby_interval)
+            else:
+                return
+            log.info("%s relay is active (%s)", self.name, app_name)
+            self.stats.active = True
+            try:
+                await lock_conn.execute(f'LISTEN "{notify_channel(self.outbox)}"')
+                await self._lead(stop, lock_conn)
+            finally:
+                self.stats.active = False
+
+    async def _lead(self, stop: asyncio.Event, lock_conn: psycopg.AsyncConnection) -> None:
+        producer = make_producer(self.broker)
+        await ensure_topics(self.broker, self.topics)
+        await producer.start()
+        backoff = 0.1
+        checked = time.monotonic()
+        try:
+            while not stop.is_set():
+                try:
+                    sent = await self.publish_batch(producer)
+                    backoff = 0.1
+                except KafkaError as exc:
+                    self.stats.errors += 1
+                    self.stats.last_error = f"broker: {exc!r}"
+                    log.warning("%s relay: publish failed (%r); retrying in %.1fs", self.name, exc, backoff)
+                    await sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, self.settings.max_backoff)
+                    # A restarted in-memory broker has lost its topics: create them again.
+                    with contextlib.suppress(KafkaError, OSError):
+                        await ensure_topics(self.broker, self.topics)
+                    continue
+                await self._purge_if_due()
+                if time.monotonic() - checked > LOCK_CHECK_INTERVAL:
+                    # Under constant load the relay never waits on the lock connection; make sure
+                    # it still holds the lock (a dead connection raises and ends this turn).
+                    await lock_conn.execute("SELECT 1")
+                    checked = time.monotonic()
+                if sent < self.settings.batch_size:
+                    await self._wait_for_work(stop, lock_conn)
+        finally:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def publish_batch(self, producer) -> int:
+        """Publish the oldest pending rows, wait for every ack, mark the acked prefix sent."""
+        outbox = self.outbox
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.headers)
+                    .where(outbox.c.sent_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(self.settings.batch_size)
+                )
+            ).all()
+        if not rows:
+            return 0
+        futures = []
+        for row in rows:
+            headers = [(name, value.encode()) for name, value in row.headers.items()]
+            futures.append(await producer.send(row.topic, value=row.value, key=row.key.encode(), headers=headers))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        # Only the prefix before the first failure counts as sent, so that a retry re-sends rows in
+        # their original order (per-key order survives; duplicates are absorbed by the inbox).
+        acked: list[int] = []
+        failure: BaseException | None = None
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = result
+                break
+            acked.append(row.id)
+        if acked:
+            async with self.engine.begin() as conn:
+                await conn.execute(update(outbox).where(outbox.c.id.in_(acked)).values(sent_at=func.now()))
+            self.stats.published += len(acked)
+            self.stats.batches += 1
+        if failure is not None:
+            raise failure if isinstance(failure, KafkaError) else KafkaError(repr(failure))
+        return len(rows)
+
+    async def _wait_for_work(self, stop: asyncio.Event, lock_conn: psycopg.AsyncConnection) -> None:
+        if stop.is_set():
+            return
+        # Returns on the first NOTIFY or after poll_interval; a dead lock connection raises here,
+        # which ends this relay's turn (its lock is gone with the connection).
+        async for _ in lock_conn.notifies(timeout=self.settings.poll_interval, stop_after=1):
+            pass
+
+    async def _purge_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge < self.settings.purge_interval:
+            return
+        self._last_purge = now
+        outbox = self.outbox
+        expired = (
+            select(outbox.c.id)
+            .where(outbox.c.sent_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, self.settings.retention))
+            .limit(PURGE_BATCH)
+            .scalar_subquery()
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(outbox).where(outbox.c.id.in_(expired)))
+        if result.rowcount:
+            log.info("%s relay purged %d sent outbox rows", self.name, result.rowcount)
