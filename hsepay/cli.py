@@ -7,7 +7,11 @@ import logging
 import typer
 
 from hsepay.commands import account, db, order
+from hsepay.commands.engines import broker, stop
+from hsepay.commands.inspect import audit, inbox_app, outbox_app
 from hsepay.commands.serve import serve
+from hsepay.commands.up import up
+from hsepay.commands.workers import consume, relay
 
 app = typer.Typer(
     name="hsepay",
@@ -15,10 +19,18 @@ app = typer.Typer(
     help="Payments and orders that agree on money through Kafka. Try: hsepay up",
     pretty_exceptions_show_locals=False,
 )
+app.command()(up)
+app.command()(serve)
+app.command()(relay)
+app.command()(consume)
+app.command()(broker)
+app.command()(stop)
+app.command()(audit)
 app.add_typer(db.app, name="db")
 app.add_typer(account.app, name="account")
 app.add_typer(order.app, name="order")
-app.command()(serve)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(inbox_app, name="inbox")
 
 
 def main() -> None:

@@ -27,7 +27,9 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "hse
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout on the hot path; a dropped connection
+        # fails its statement instead, which every caller already retries or reports as 503.
+        pool_pre_ping=False,
         connect_args={"application_name": application_name, "connect_timeout": 10},
     )
 

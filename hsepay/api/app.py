@@ -38,6 +38,7 @@ def _app(
             title=title, version=__version__, path="/schema", render_plugins=[SwaggerRenderPlugin(path="/swagger")]
         ),
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # the CLI configures logging once; Litestar must not replace it
         on_shutdown=list(on_shutdown),
     )
 

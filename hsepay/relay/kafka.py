@@ -50,7 +50,7 @@ def make_consumer(config: BrokerConfig, topics: Iterable[str], group_id: str) ->
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_wait_ms=50,
+        fetch_max_wait_ms=5,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
         retry_backoff_ms=100,

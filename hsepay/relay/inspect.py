@@ -1,0 +1,86 @@
+"""Read-only views of an outbox and an inbox for operators (`hsepay outbox|inbox status`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hsepay.relay.outbox_relay import relay_lock_key
+from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
+
+__all__ = ["inbox_status", "outbox_status"]
+
+_RELAY_HOLDER = text(
+    "SELECT a.application_name, a.client_addr::text AS client_addr, a.pid, a.backend_start "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+    "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+    # A one-bigint advisory key shows as classid = high 32 bits, objid = low 32 bits, objsubid = 1.
+    "AND l.objsubid = 1 "
+    "AND l.classid::bigint = ((hashtext(:key)::bigint >> 32) & 4294967295) "
+    "AND l.objid::bigint = (hashtext(:key)::bigint & 4294967295)"
+)
+
+
+async def outbox_status(conn: AsyncConnection, outbox: Table) -> dict[str, Any]:
+    pending_by_topic = {
+        row.topic: {"pending": row.pending, "oldest_age_s": round(row.age or 0.0, 3)}
+        for row in await conn.execute(
+            select(
+                outbox.c.topic,
+                func.count().label("pending"),
+                func.extract("epoch", func.now() - func.min(outbox.c.created_at)).label("age"),
+            )
+            .where(outbox.c.sent_at.is_(None))
+            .group_by(outbox.c.topic)
+        )
+    }
+    sent_retained = (
+        await conn.execute(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_not(None)))
+    ).scalar_one()
+    holder = (await conn.execute(_RELAY_HOLDER, {"key": relay_lock_key(outbox)})).first()
+    return {
+        "pending": sum(t["pending"] for t in pending_by_topic.values()),
+        "oldest_pending_age_s": max((t["oldest_age_s"] for t in pending_by_topic.values()), default=None),
+        "topics": pending_by_topic,
+        "sent_retained": sent_retained,
+        "active_relay": (
+            {"application_name": holder.application_name, "pid": holder.pid, "since": holder.backend_start.isoformat()}
+            if holder
+            else None
+        ),
+    }
+
+
+async def inbox_status(conn: AsyncConnection, inbox: Table, consumer: str, *, show: int = 20) -> dict[str, Any]:
+    counts = {
+        row.status: row.n
+        for row in await conn.execute(
+            select(inbox.c.status, func.count().label("n")).where(inbox.c.consumer == consumer).group_by(inbox.c.status)
+        )
+    }
+    quarantined = [
+        {
+            "event_id": str(row.event_id),
+            "event_type": row.event_type,
+            "topic": row.topic,
+            "partition": row.partition,
+            "offset": row.offset,
+            "attempts": row.attempts,
+            "error": row.error,
+            "received_at": row.received_at.isoformat(),
+        }
+        for row in await conn.execute(
+            select(inbox)
+            .where(inbox.c.consumer == consumer, inbox.c.status == INBOX_QUARANTINED)
+            .order_by(inbox.c.received_at.desc())
+            .limit(show)
+        )
+    ]
+    return {
+        "processed": counts.get(INBOX_PROCESSED, 0),
+        "quarantined": counts.get(INBOX_QUARANTINED, 0),
+        "quarantined_recent": quarantined,
+    }
