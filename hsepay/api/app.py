@@ -16,7 +16,12 @@ from hsepay import __version__
 from hsepay.api.health import HealthController
 from hsepay.api.orders import OrderController
 from hsepay.api.payments import AccountController
-from hsepay.api.problems import database_error_handler, problem_details_plugin, unexpected_error_handler
+from hsepay.api.problems import (
+    database_error_handler,
+    problem_details_plugin,
+    undecodable_body_handler,
+    unexpected_error_handler,
+)
 
 __all__ = ["create_orders_app", "create_payments_app"]
 
@@ -33,7 +38,11 @@ def _app(
         route_handlers=[*controllers, HealthController],
         dependencies={name: Provide(_constant(value), use_cache=True, sync_to_thread=False) for name, value in dependencies.items()},
         plugins=[problem_details_plugin()],
-        exception_handlers={DBAPIError: database_error_handler, Exception: unexpected_error_handler},
+        exception_handlers={
+            DBAPIError: database_error_handler,
+            UnicodeDecodeError: undecodable_body_handler,
+            Exception: unexpected_error_handler,
+        },
         openapi_config=OpenAPIConfig(
             title=title, version=__version__, path="/schema", render_plugins=[SwaggerRenderPlugin(path="/swagger")]
         ),

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from hsepay.errors import Conflict, DomainError, InvalidRequest, NotFound
 
-__all__ = ["problem_details_plugin", "unexpected_error_handler"]
+__all__ = ["problem_details_plugin", "undecodable_body_handler", "unexpected_error_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,12 @@ def database_error_handler(request: Request, exc: DBAPIError) -> Response[dict[s
         return _problem(503, "Service unavailable", "the database is unavailable; retry later")
     log.exception("database error on %s %s", request.method, request.url.path)
     return _problem(500, "Internal error", "an unexpected database error occurred")
+
+
+def undecodable_body_handler(request: Request, exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a JSON string,
+    # and Litestar's body parsing lets it through: it is the client's bytes, so a 400, not a 500.
+    return _problem(400, "Invalid request", "Request body is not valid UTF-8")
 
 
 def unexpected_error_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
