@@ -1,0 +1,127 @@
+"""Settings from an environment mapping: URLs normalised, every bad value a ConfigError naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hsepay.config import ConfigError, Settings, normalise_db_url
+
+
+def test_defaults_with_empty_environment():
+    settings = Settings.from_env({})
+    assert settings.db.payments_url is None
+    assert settings.db.orders_url is None
+    assert settings.kafka.bootstrap_servers is None
+    assert settings.kafka.orders_topic == "orders"
+    assert settings.kafka.payment_status_topic == "payment-status"
+    assert settings.data_dir == Path(".hsepay")
+    assert settings.auth_secret is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgresql://u:p@db.example:5432/payments",
+        "postgres://u:p@db.example:5432/payments",
+        "postgresql+psycopg://u:p@db.example:5432/payments",
+        "  postgresql://u:p@db.example:5432/payments  ",
+    ],
+)
+def test_postgres_urls_are_normalised_to_psycopg(raw):
+    settings = Settings.from_env({"HSEPAY_PAYMENTS_DB": raw, "HSEPAY_ORDERS_DB": raw.replace("payments", "orders")})
+    assert settings.db.payments_url == "postgresql+psycopg://u:p@db.example:5432/payments"
+    assert settings.db.orders_url == "postgresql+psycopg://u:p@db.example:5432/orders"
+
+
+def test_normalising_keeps_password_and_query():
+    url = normalise_db_url("postgres://user:s3cr%40t@host/db?sslmode=require", "X")
+    assert url == "postgresql+psycopg://user:s3cr%40t@host/db?sslmode=require"
+
+
+@pytest.mark.parametrize("variable", ["HSEPAY_PAYMENTS_DB", "HSEPAY_ORDERS_DB"])
+@pytest.mark.parametrize(
+    "raw, complaint",
+    [
+        ("mysql://u:p@host/db", "not supported"),
+        ("sqlite:///x.db", "not supported"),
+        ("postgresql+asyncpg://u:p@host/db", "not supported"),
+        ("postgresql://u:p@host", "names no database"),
+        ("postgresql://u:p@host/", "names no database"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_bad_database_url_names_the_variable(variable, raw, complaint):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: raw})
+    message = str(caught.value)
+    assert message.startswith(f"{variable}:")
+    assert complaint in message
+    assert "\n" not in message
+
+
+def test_blank_database_url_means_embedded():
+    assert Settings.from_env({"HSEPAY_PAYMENTS_DB": "   "}).db.payments_url is None
+
+
+@pytest.mark.parametrize(
+    "raw", ["localhost:9092", "a:9092,b:9093", " a:9092 , b:9093 ", "[::1]:9092"]
+)
+def test_kafka_bootstrap_servers(raw):
+    assert Settings.from_env({"HSEPAY_KAFKA": raw}).kafka.bootstrap_servers == raw.strip()
+
+
+@pytest.mark.parametrize("raw", ["localhost", "localhost:", ":9092", "host:port", "a:9092,", "a:9092,,b:1"])
+def test_bad_kafka_bootstrap_servers(raw):
+    with pytest.raises(ConfigError, match=r"^HSEPAY_KAFKA:"):
+        Settings.from_env({"HSEPAY_KAFKA": raw})
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "HSEPAY_DB_POOL_SIZE",
+        "HSEPAY_KAFKA_PARTITIONS",
+        "HSEPAY_KAFKA_REPLICATION",
+        "HSEPAY_RELAY_BATCH",
+        "HSEPAY_CONSUMER_BATCH",
+        "HSEPAY_CONSUMER_MAX_ATTEMPTS",
+    ],
+)
+@pytest.mark.parametrize("raw", ["ten", "1.5", "0", "-3"])
+def test_bad_integers_name_the_variable(variable, raw):
+    with pytest.raises(ConfigError, match=rf"^{variable}:"):
+        Settings.from_env({variable: raw})
+
+
+def test_integers_are_read():
+    settings = Settings.from_env(
+        {"HSEPAY_DB_POOL_SIZE": "7", "HSEPAY_KAFKA_PARTITIONS": "12", "HSEPAY_RELAY_BATCH": "50"}
+    )
+    assert settings.db.pool_size == 7
+    assert settings.kafka.partitions == 12
+    assert settings.relay.batch_size == 50
+
+
+@pytest.mark.parametrize("variable", ["HSEPAY_RELAY_POLL", "HSEPAY_OUTBOX_RETENTION", "HSEPAY_REDRIVE_AFTER"])
+@pytest.mark.parametrize("raw", ["soon", "0", "-1"])
+def test_bad_durations_name_the_variable(variable, raw):
+    with pytest.raises(ConfigError, match=rf"^{variable}:"):
+        Settings.from_env({variable: raw})
+
+
+@pytest.mark.parametrize("raw, expected", [("true", True), ("ON", True), ("0", False), ("no", False), ("", None)])
+def test_kafka_idempotence_flag(raw, expected):
+    assert Settings.from_env({"HSEPAY_KAFKA_IDEMPOTENCE": raw}).kafka.idempotence is expected
+
+
+def test_bad_boolean_names_the_variable():
+    with pytest.raises(ConfigError, match=r"^HSEPAY_KAFKA_IDEMPOTENCE:"):
+        Settings.from_env({"HSEPAY_KAFKA_IDEMPOTENCE": "maybe"})
+
+
+def test_data_dir_and_auth_secret():
+    settings = Settings.from_env({"HSEPAY_DATA_DIR": "/var/lib/hsepay", "HSEPAY_AUTH_SECRET": "s"})
+    assert settings.data_dir == Path("/var/lib/hsepay")
+    assert settings.auth_secret == "s"
