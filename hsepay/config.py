@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,6 +93,18 @@ def _bool(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name}: {raw!r} is not a boolean (use true or false)")
 
 
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not _NAME.match(raw):
+        raise ConfigError(f"{name}: {raw!r} is not a valid Kafka name (letters, digits, '.', '_', '-')")
+    return raw
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     payments_url: str | None = None
@@ -114,9 +127,11 @@ class KafkaSettings:
     """HSEPAY_KAFKA_IDEMPOTENCE: producer idempotence; None = on for external brokers, off for the
     embedded Tansu broker (it rejects InitProducerId)."""
     orders_topic: str = "orders"
+    """HSEPAY_ORDERS_TOPIC: topic of payment requests (the seed's name by default)."""
     payment_status_topic: str = "payment-status"
+    """HSEPAY_PAYMENT_STATUS_TOPIC: topic of payment results (the seed's name by default)."""
     group_prefix: str = "hsepay"
-    """Consumer groups are `<prefix>-payments` and `<prefix>-orders`."""
+    """HSEPAY_GROUP_PREFIX: consumer groups are `<prefix>-payments` and `<prefix>-orders`."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +207,9 @@ class Settings:
                 partitions=_int(env, "HSEPAY_KAFKA_PARTITIONS", 6),
                 replication_factor=_int(env, "HSEPAY_KAFKA_REPLICATION", 1),
                 idempotence=_bool(env, "HSEPAY_KAFKA_IDEMPOTENCE"),
+                orders_topic=_name(env, "HSEPAY_ORDERS_TOPIC", "orders"),
+                payment_status_topic=_name(env, "HSEPAY_PAYMENT_STATUS_TOPIC", "payment-status"),
+                group_prefix=_name(env, "HSEPAY_GROUP_PREFIX", "hsepay"),
             ),
             relay=RelaySettings(
                 batch_size=_int(env, "HSEPAY_RELAY_BATCH", 1000),

@@ -137,6 +137,7 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
 def _free_port(preferred: int) -> int:
     for candidate in (preferred, 0):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:

@@ -35,7 +35,7 @@ from hsepay.config import ConsumerSettings
 from hsepay.relay.envelope import MalformedMessage, decode_envelope
 from hsepay.relay.handlers import Consumed, EventHandler, HandlerMap
 from hsepay.relay.timing import sleep_or_stop
-from hsepay.relay.kafka import BrokerConfig, make_consumer
+from hsepay.relay.kafka import BrokerConfig, ensure_topics, make_consumer
 from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
 
 __all__ = ["InboxConsumer", "ConsumerStats", "retry_quarantined"]
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, OSError, TimeoutError)
 _SYNTHETIC_IDS = uuid.UUID("6f1c4a52-5a43-4d8e-9a64-1b9f4f0a7d21")
 PURGE_INTERVAL = 60.0
+COMMIT_TIMEOUT = 10.0
 PURGE_BATCH = 10_000
 
 
@@ -174,14 +175,21 @@ class InboxConsumer:
             try:
                 await self._consume(stop)
                 backoff = 0.1
+                continue
             except KafkaError as exc:
-                self.stats.errors += 1
                 self.stats.last_error = f"broker: {exc!r}"
-                log.warning("%s consumer: broker error (%r); reconnecting in %.1fs", self.name, exc, backoff)
-                await sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 10.0)
+            except Exception as exc:  # a bug must not silently end the consumer task
+                log.exception("%s consumer failed", self.name)
+                self.stats.last_error = repr(exc)
+            self.stats.errors += 1
+            log.warning("%s consumer stopped (%s); restarting in %.1fs", self.name, self.stats.last_error, backoff)
+            await sleep_or_stop(stop, backoff)
+            backoff = min(backoff * 2, 10.0)
 
     async def _consume(self, stop: asyncio.Event) -> None:
+        # Create the topics with the configured partitions before subscribing: some brokers
+        # (Tansu) auto-create a topic on the first metadata request, with their own default.
+        await ensure_topics(self.broker, self.topics)
         consumer = make_consumer(self.broker, self.topics, self.group_id)
         await consumer.start()
         try:
@@ -191,10 +199,15 @@ class InboxConsumer:
                     messages = [message_from_record(r) for records in batch.values() for r in records]
                     if not await self.apply(messages, stop):
                         return  # stopping before the batch was applied: leave the offsets alone
+                    offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
                     try:
-                        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                        # aiokafka retries a commit forever while the topic is unknown (a broker
+                        # that lost its topics); bound it and start over with a new consumer.
+                        await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT)
                     except CommitFailedError as exc:  # a rebalance took the partitions; the inbox absorbs the redelivery
                         log.info("%s consumer: offset commit skipped (%s)", self.name, exc)
+                    except TimeoutError:
+                        raise KafkaError(f"offset commit did not finish in {COMMIT_TIMEOUT}s") from None
                 await self._purge_if_due()
         finally:
             with contextlib.suppress(Exception):

@@ -25,8 +25,9 @@ _RELAY_HOLDER = text(
 
 
 async def outbox_status(conn: AsyncConnection, outbox: Table) -> dict[str, Any]:
+    # EXTRACT returns numeric (a Decimal), which --json would print as a string: make it a float.
     pending_by_topic = {
-        row.topic: {"pending": row.pending, "oldest_age_s": round(row.age or 0.0, 3)}
+        row.topic: {"pending": row.pending, "oldest_age_s": round(float(row.age or 0), 3)}
         for row in await conn.execute(
             select(
                 outbox.c.topic,

@@ -36,6 +36,12 @@ PURGE_BATCH = 10_000
 LOCK_CHECK_INTERVAL = 2.0
 
 
+def _idempotence_hint(exc: KafkaError, broker: BrokerConfig) -> str:
+    if broker.idempotence and type(exc).__name__ == "UnknownError":
+        return " (the broker may not support idempotent producers, as Tansu does not: set HSEPAY_KAFKA_IDEMPOTENCE=false)"
+    return ""
+
+
 def relay_lock_key(outbox: Table) -> str:
     return f"hsepay.relay.{outbox.name}"
 
@@ -78,19 +84,28 @@ class OutboxRelay:
         self._last_purge = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stand by until this process holds the relay lock, then relay until `stop` is set."""
+        """Stand by until this process holds the relay lock, then relay until `stop` is set.
+
+        Never returns early: every failure is logged, counted and retried with backoff.
+        """
         backoff = 0.1
         while not stop.is_set():
             try:
                 await self._stand_by_then_lead(stop)
                 backoff = 0.1
+                continue
             except (psycopg.OperationalError, OSError) as exc:
-                self.stats.active = False
-                self.stats.errors += 1
                 self.stats.last_error = f"database: {exc}"
-                log.warning("%s relay lost its database connection (%s); retrying in %.1fs", self.name, exc, backoff)
-                await sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, self.settings.max_backoff)
+            except KafkaError as exc:
+                self.stats.last_error = f"broker: {exc!r}{_idempotence_hint(exc, self.broker)}"
+            except Exception as exc:  # a bug must not silently end the relay task
+                log.exception("%s relay failed", self.name)
+                self.stats.last_error = repr(exc)
+            self.stats.active = False
+            self.stats.errors += 1
+            log.warning("%s relay stopped relaying (%s); retrying in %.1fs", self.name, self.stats.last_error, backoff)
+            await sleep_or_stop(stop, backoff)
+            backoff = min(backoff * 2, self.settings.max_backoff)
 
     async def _stand_by_then_lead(self, stop: asyncio.Event) -> None:
         conninfo = libpq_conninfo(self.db_url)
