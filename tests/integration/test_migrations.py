@@ -1,0 +1,44 @@
+"""Each service's migration history builds its schema from nothing and matches the models."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from alembic import command
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from hsepay import migrate
+from hsepay.config import normalise_db_url
+
+
+@pytest.fixture
+def empty_database(pg_server):
+    name = f"hsepay_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield normalise_db_url(make_url(pg_server).set(database=name).render_as_string(hide_password=False), "test")
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.mark.parametrize("service", migrate.SERVICES)
+def test_upgrade_from_empty_then_models_match(service, empty_database):
+    assert migrate.current_revision(empty_database) is None
+    migrate.upgrade(service, empty_database)
+    assert migrate.current_revision(empty_database) == migrate.head_revision(service)
+    # Raises if autogenerate would emit any operation: the models and the migrations agree.
+    command.check(migrate.alembic_config(service, empty_database))
+    # Running it again on a migrated database is a no-op, as `hsepay up` does on every start.
+    migrate.upgrade(service, empty_database)
+
+
+@pytest.mark.parametrize("service", migrate.SERVICES)
+def test_downgrade_to_base_and_back(service, empty_database):
+    migrate.upgrade(service, empty_database)
+    command.downgrade(migrate.alembic_config(service, empty_database), "base")
+    assert migrate.current_revision(empty_database) is None
+    migrate.upgrade(service, empty_database)
+    assert migrate.current_revision(empty_database) == migrate.head_revision(service)
