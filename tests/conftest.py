@@ -39,6 +39,18 @@ def pg_server(data_dir: Path):
 
 
 @pytest.fixture(scope="session")
+def broker(data_dir):
+    external = os.environ.get("HSEPAY_TEST_KAFKA")
+    if external:
+        yield external
+        return
+    broker_dir = data_dir / "broker"
+    address = embedded.ensure_broker(broker_dir, port=0)
+    yield address
+    embedded.stop_broker(broker_dir)
+
+
+@pytest.fixture(scope="session")
 def db_urls(pg_server: str) -> dict[str, str]:
     """One fresh, migrated database per service, named for this test run."""
     suffix = uuid.uuid4().hex[:8]

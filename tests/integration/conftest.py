@@ -18,18 +18,6 @@ from hsepay.config import ConsumerSettings, KafkaSettings, RelaySettings, SagaSe
 from hsepay.orders.tables import orders
 
 
-@pytest.fixture(scope="session")
-def broker(data_dir):
-    external = os.environ.get("HSEPAY_TEST_KAFKA")
-    if external:
-        yield external
-        return
-    broker_dir = data_dir / "broker"
-    address = embedded.ensure_broker(broker_dir, port=0)
-    yield address
-    embedded.stop_broker(broker_dir)
-
-
 @pytest.fixture
 def saga_settings(broker, data_dir) -> Settings:
     """Settings for one test: its own topics and consumer groups on the shared broker."""
