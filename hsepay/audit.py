@@ -53,7 +53,13 @@ class AuditReport:
             "ok": self.ok,
             "facts": self.facts,
             "checks": [
-                {"name": c.name, "description": c.description, "ok": c.ok, "violations": c.count, "examples": c.violations}
+                {
+                    "name": c.name,
+                    "description": c.description,
+                    "ok": c.ok,
+                    "violations": c.count,
+                    "examples": c.violations,
+                }
                 for c in self.checks
             ],
         }
@@ -69,9 +75,7 @@ async def run_audit(payments: AsyncConnection, orders_conn: AsyncConnection) -> 
 
     ledger = Check("balance_equals_ledger", "every balance equals the sum of its ledger entries")
     sums = (
-        select(ledger_entries.c.user_id, func.sum(_SIGNED).label("total"))
-        .group_by(ledger_entries.c.user_id)
-        .subquery()
+        select(ledger_entries.c.user_id, func.sum(_SIGNED).label("total")).group_by(ledger_entries.c.user_id).subquery()
     )
     for row in await payments.execute(
         select(accounts.c.user_id, accounts.c.balance, func.coalesce(sums.c.total, 0).label("total"))
@@ -83,7 +87,12 @@ async def run_audit(payments: AsyncConnection, orders_conn: AsyncConnection) -> 
     decisions = {
         row.order_id: row
         for row in await payments.execute(
-            select(payment_decisions.c.order_id, payment_decisions.c.amount, payment_decisions.c.status, payment_decisions.c.reason)
+            select(
+                payment_decisions.c.order_id,
+                payment_decisions.c.amount,
+                payment_decisions.c.status,
+                payment_decisions.c.reason,
+            )
         )
     }
     debits: dict[uuid.UUID, list[int]] = {}
@@ -132,9 +141,7 @@ async def run_audit(payments: AsyncConnection, orders_conn: AsyncConnection) -> 
         )
     ).one()
     balances, deposits = int(totals[0]), int(totals[1])
-    conservation = Check(
-        "conservation", "sum(balances) + sum(successful order amounts) == sum(deposits)"
-    )
+    conservation = Check("conservation", "sum(balances) + sum(successful order amounts) == sum(deposits)")
     if balances + success_total != deposits:
         hint = f" ({in_flight} order(s) still in flight: re-run when quiet)" if in_flight else ""
         conservation.add(

@@ -15,10 +15,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsepay import embedded
+from hsepay import embedded, migrate
 from hsepay.config import ConfigError, Settings, normalise_db_url
 from hsepay.db import create_engine
-from hsepay import migrate
 from hsepay.migrate import SERVICES
 from hsepay.relay.handlers import HandlerMap
 from hsepay.relay.inbox_consumer import InboxConsumer
@@ -104,7 +103,7 @@ class Runtime:
         try:
             async with self.engine(service).connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
-        except (DBAPIError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DBAPIError, OSError) as exc:
             raise ConfigError(describe_db_error(service, self.db_urls[service], exc)) from None
 
     async def ready_engine(self, service: str) -> AsyncEngine:

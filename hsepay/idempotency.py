@@ -96,9 +96,7 @@ async def claim(
     return StoredResponse(status_code=row.status_code, body=row.body, headers=row.headers or {})
 
 
-async def record(
-    conn: AsyncConnection, table: Table, *, scope: str, key: str, response: StoredResponse
-) -> None:
+async def record(conn: AsyncConnection, table: Table, *, scope: str, key: str, response: StoredResponse) -> None:
     await conn.execute(
         update(table)
         .where(table.c.scope == scope, table.c.key == key)

@@ -36,7 +36,10 @@ def _app(
 ) -> Litestar:
     return Litestar(
         route_handlers=[*controllers, HealthController],
-        dependencies={name: Provide(_constant(value), use_cache=True, sync_to_thread=False) for name, value in dependencies.items()},
+        dependencies={
+            name: Provide(_constant(value), use_cache=True, sync_to_thread=False)
+            for name, value in dependencies.items()
+        },
         plugins=[problem_details_plugin()],
         exception_handlers={
             DBAPIError: database_error_handler,

@@ -111,4 +111,3 @@ def _parse_user_id(raw: str) -> uuid.UUID:
         return uuid.UUID(raw)
     except ValueError:
         raise InvalidRequest(f"user_id {raw[:64]!r} is not a UUID") from None
-

@@ -6,13 +6,12 @@ import asyncio
 from typing import Annotated
 
 import typer
-
 from sqlalchemy.exc import DBAPIError
 
 from hsepay import migrate
 from hsepay.bootstrap import describe_db_error
-from hsepay.config import ConfigError
 from hsepay.commands.common import EXIT_USAGE, JsonOption, console, fail, print_json, runtime, services_arg
+from hsepay.config import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations, one history per service).")
 

@@ -15,7 +15,9 @@ from hsepay.config import ConfigError, get_settings
 
 
 def broker(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Loopback port to listen on.")] = embedded.BROKER_DEFAULT_PORT,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Loopback port to listen on.")
+    ] = embedded.BROKER_DEFAULT_PORT,
 ) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground.
 

@@ -16,7 +16,6 @@ from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
     console,
-    fail,
     print_json,
     print_table,
     run,
@@ -66,7 +65,7 @@ def outbox_status_command(service: ServiceArg = "all", as_json: JsonOption = Fal
                 r["pending"],
                 r["oldest_pending_age_s"] if r["oldest_pending_age_s"] is not None else "-",
                 r["sent_retained"],
-                f'{r["active_relay"]["application_name"]} (backend pid {r["active_relay"]["pid"]})'
+                f"{r['active_relay']['application_name']} (backend pid {r['active_relay']['pid']})"
                 if r["active_relay"]
                 else "none",
             )
@@ -118,7 +117,12 @@ def inbox_status_command(service: ServiceArg = "all", as_json: JsonOption = Fals
         "Inbox",
         ["service", "processed", "quarantined", "lag"],
         [
-            (name, r["processed"], r["quarantined"], "broker unreachable" if r["lag"] is None else sum(r["lag"].values()))
+            (
+                name,
+                r["processed"],
+                r["quarantined"],
+                "broker unreachable" if r["lag"] is None else sum(r["lag"].values()),
+            )
             for name, r in report.items()
         ],
     )
@@ -128,7 +132,13 @@ def inbox_status_command(service: ServiceArg = "all", as_json: JsonOption = Fals
                 f"Quarantined in {name} (newest first; `hsepay inbox retry {name}` re-applies)",
                 ["event_id", "type", "where", "attempts", "error"],
                 [
-                    (q["event_id"], q["event_type"], f'{q["topic"]}[{q["partition"]}]@{q["offset"]}', q["attempts"], q["error"])
+                    (
+                        q["event_id"],
+                        q["event_type"],
+                        f"{q['topic']}[{q['partition']}]@{q['offset']}",
+                        q["attempts"],
+                        q["error"],
+                    )
                     for q in r["quarantined_recent"]
                 ],
             )
@@ -137,7 +147,9 @@ def inbox_status_command(service: ServiceArg = "all", as_json: JsonOption = Fals
 @inbox_app.command("retry")
 def inbox_retry_command(
     service: Annotated[str, typer.Argument(help="payments or orders")],
-    event_id: Annotated[list[uuid.UUID] | None, typer.Option("--event-id", help="Only these events (repeatable).")] = None,
+    event_id: Annotated[
+        list[uuid.UUID] | None, typer.Option("--event-id", help="Only these events (repeatable).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Apply quarantined messages again (e.g. after fixing the cause); exit 1 if some still fail.

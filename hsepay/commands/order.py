@@ -12,7 +12,6 @@ import typer
 from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
-    console,
     fail,
     print_json,
     print_table,
@@ -85,7 +84,9 @@ def create(
     _show(order, as_json)
     if wait and order.status != "success":
         if order.status == CREATED:
-            raise fail(f"order {order.id} still created after {timeout:g}s (are relays and consumers running?)", EXIT_DOMAIN)
+            raise fail(
+                f"order {order.id} still created after {timeout:g}s (are relays and consumers running?)", EXIT_DOMAIN
+            )
         raise typer.Exit(EXIT_DOMAIN)
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from hsepay.commands.common import run, runtime
 
 DEFAULT_PORTS = {"payments": 8080, "orders": 8081, "gateway": 3000}
 
 
-class Api(str, Enum):
+class Api(StrEnum):
     payments = "payments"
     orders = "orders"
 
@@ -23,7 +20,9 @@ class Api(str, Enum):
 def serve(
     api: Annotated[Api, typer.Argument(help="Which API to serve.")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8080 payments, 8081 orders).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default 8080 payments, 8081 orders).")
+    ] = None,
     with_workers: Annotated[
         bool, typer.Option("--with-workers", help="Also run this service's outbox relay and inbox consumer.")
     ] = False,

@@ -28,7 +28,9 @@ def _check_port(host: str, port: int, option: str) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise fail(f"{host}:{port} is not available ({exc.strerror}); choose another with {option}", EXIT_USAGE) from None
+            raise fail(
+                f"{host}:{port} is not available ({exc.strerror}); choose another with {option}", EXIT_USAGE
+            ) from None
 
 
 async def _pending(rt: Runtime, service: str) -> int | None:

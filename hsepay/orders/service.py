@@ -111,9 +111,7 @@ _SETTLE = text(
 )
 
 
-async def apply_payment_results(
-    conn: AsyncConnection, results: Sequence[tuple[bool, PaymentResult]]
-) -> int:
+async def apply_payment_results(conn: AsyncConnection, results: Sequence[tuple[bool, PaymentResult]]) -> int:
     """Settle orders from payment results (succeeded?, result). Only `created` orders change,
     so a late or duplicate result is a no-op; returns how many orders were settled."""
     settled: dict[uuid.UUID, tuple[str, str | None]] = {}

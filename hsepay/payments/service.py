@@ -53,7 +53,9 @@ async def get_account(conn: AsyncConnection, user_id: uuid.UUID) -> Account:
 
 
 async def list_accounts(conn: AsyncConnection, *, limit: int = 100) -> list[Account]:
-    rows = await conn.execute(select(*_ACCOUNT_COLUMNS).order_by(accounts.c.created_at, accounts.c.user_id).limit(limit))
+    rows = await conn.execute(
+        select(*_ACCOUNT_COLUMNS).order_by(accounts.c.created_at, accounts.c.user_id).limit(limit)
+    )
     return [_account(row) for row in rows]
 
 
@@ -131,10 +133,7 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
     if debits:
         await conn.execute(
             insert(ledger_entries),
-            [
-                {"user_id": d.user_id, "kind": "debit", "amount": d.amount, "reference": str(d.order_id)}
-                for d in debits
-            ],
+            [{"user_id": d.user_id, "kind": "debit", "amount": d.amount, "reference": str(d.order_id)} for d in debits],
         )
         totals: dict[uuid.UUID, int] = defaultdict(int)
         for d in debits:

@@ -34,9 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hsepay.config import ConsumerSettings
 from hsepay.relay.envelope import MalformedMessage, decode_envelope
 from hsepay.relay.handlers import Consumed, EventHandler, HandlerMap
-from hsepay.relay.timing import sleep_or_stop
 from hsepay.relay.kafka import BrokerConfig, ensure_topics, make_consumer
 from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
+from hsepay.relay.timing import sleep_or_stop
 
 __all__ = ["InboxConsumer", "ConsumerStats", "retry_quarantined"]
 
@@ -204,7 +204,9 @@ class InboxConsumer:
                         # aiokafka retries a commit forever while the topic is unknown (a broker
                         # that lost its topics); bound it and start over with a new consumer.
                         await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT)
-                    except CommitFailedError as exc:  # a rebalance took the partitions; the inbox absorbs the redelivery
+                    except (
+                        CommitFailedError
+                    ) as exc:  # a rebalance took the partitions; the inbox absorbs the redelivery
                         log.info("%s consumer: offset commit skipped (%s)", self.name, exc)
                     except TimeoutError:
                         raise KafkaError(f"offset commit did not finish in {COMMIT_TIMEOUT}s") from None
@@ -317,7 +319,7 @@ class InboxConsumer:
             new_ids = set(result.scalars())
             fresh = [r for r in ready if r.event.event_id in new_ids]
         # Consecutive events of one handler go to it together, in arrival order.
-        for handler, group in itertools.groupby(fresh, key=lambda r: id(r.handler)):
+        for _, group in itertools.groupby(fresh, key=lambda r: id(r.handler)):
             run = list(group)
             await run[0].handler.apply(conn, [r.event for r in run])
         self.stats.processed += len(fresh)

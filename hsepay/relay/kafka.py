@@ -85,9 +85,7 @@ async def ensure_topics(config: BrokerConfig, topics: Iterable[str]) -> None:
 
 async def consumer_lag(config: BrokerConfig, group_id: str, topics: Iterable[str]) -> dict[str, int]:
     """Messages not yet committed by a consumer group, per topic (end offset - committed offset)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.bootstrap_servers, group_id=group_id, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.bootstrap_servers, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
         lag: dict[str, int] = {}

@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.config import RelaySettings
-from hsepay.relay.timing import sleep_or_stop
 from hsepay.relay.kafka import BrokerConfig, ensure_topics, make_producer
 from hsepay.relay.store import notify_channel
+from hsepay.relay.timing import sleep_or_stop
 
 __all__ = ["OutboxRelay", "RelayStats", "libpq_conninfo", "relay_lock_key"]
 
@@ -38,7 +38,9 @@ LOCK_CHECK_INTERVAL = 2.0
 
 def _idempotence_hint(exc: KafkaError, broker: BrokerConfig) -> str:
     if broker.idempotence and type(exc).__name__ == "UnknownError":
-        return " (the broker may not support idempotent producers, as Tansu does not: set HSEPAY_KAFKA_IDEMPOTENCE=false)"
+        return (
+            " (the broker may not support idempotent producers, as Tansu does not: set HSEPAY_KAFKA_IDEMPOTENCE=false)"
+        )
     return ""
 
 
