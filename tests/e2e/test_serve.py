@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 
 import httpx
@@ -49,3 +50,31 @@ def test_seed_postman_run_against_served_apis(hsepay_env):
         for proc in (payments, orders):
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 0
+
+
+def test_serve_with_workers_settles_orders(hsepay_env, broker):
+    """Each API process also runs its service's relay and consumer: the saga completes across two processes."""
+    env = {**hsepay_env, "HSEPAY_KAFKA": broker, "HSEPAY_KAFKA_IDEMPOTENCE": "false"}
+    pay, ords = free_port(), free_port()
+    with (
+        running(["serve", "payments", "--port", str(pay), "--with-workers"], env, [f"http://127.0.0.1:{pay}/health/ready"]),
+        running(["serve", "orders", "--port", str(ords), "--with-workers"], env, [f"http://127.0.0.1:{ords}/health/ready"]),
+        httpx.Client(timeout=5) as client,
+    ):
+        user = str(uuid.uuid4())
+        assert client.post(f"http://127.0.0.1:{pay}/accounts", json={"user_id": user}).status_code == 201
+        client.post(f"http://127.0.0.1:{pay}/accounts/{user}/deposit", json={"amount": 50})
+        ids = [
+            client.post(f"http://127.0.0.1:{ords}/orders", json={"user_id": user, "amount": 20}).json()["id"]
+            for _ in range(3)
+        ]
+        deadline = time.monotonic() + 60
+        statuses: list[str] = []
+        while time.monotonic() < deadline:
+            statuses = [client.get(f"http://127.0.0.1:{ords}/orders/{i}").json()["status"] for i in ids]
+            if "created" not in statuses:
+                break
+            time.sleep(0.05)
+        assert sorted(statuses) == ["failed", "success", "success"]
+        balance = client.get(f"http://127.0.0.1:{pay}/accounts/balance", params={"user_id": user}).json()
+        assert balance["balance"] == 10
