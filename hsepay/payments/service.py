@@ -101,6 +101,16 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
     """
     if not requests:
         return []
+    # Lock first, read decisions second: a concurrent batch for the same account has then
+    # committed, and its decisions are visible to the read below (READ COMMITTED).
+    users = sorted({r.user_id for r in requests})
+    locked = await conn.execute(
+        select(accounts.c.user_id, accounts.c.balance)
+        .where(accounts.c.user_id.in_(users))
+        .order_by(accounts.c.user_id)
+        .with_for_update()
+    )
+    balances = {row.user_id: row.balance for row in locked}
     order_ids = list({r.order_id for r in requests})
     earlier = {
         row.order_id: PaymentDecision(
@@ -108,16 +118,6 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
         )
         for row in await conn.execute(select(payment_decisions).where(payment_decisions.c.order_id.in_(order_ids)))
     }
-    users = sorted({r.user_id for r in requests if r.order_id not in earlier})
-    balances = {}
-    if users:
-        locked = await conn.execute(
-            select(accounts.c.user_id, accounts.c.balance)
-            .where(accounts.c.user_id.in_(users))
-            .order_by(accounts.c.user_id)
-            .with_for_update()
-        )
-        balances = {row.user_id: row.balance for row in locked}
     answers, new = decide(requests, balances, earlier)
     if not new:
         return answers
