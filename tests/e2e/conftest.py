@@ -38,7 +38,9 @@ def hsepay_env(db_urls, data_dir) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], ready_urls: list[str], timeout: float = 60) -> Iterator[subprocess.Popen]:
+def running(
+    args: list[str], env: dict[str, str], ready_urls: list[str], timeout: float = 60
+) -> Iterator[subprocess.Popen]:
     """Start `hsepay ARGS`, wait until every ready URL answers 200, stop it with SIGINT at the end."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hsepay.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

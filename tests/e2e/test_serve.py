@@ -14,8 +14,12 @@ from tests.e2e.conftest import free_port, running
 def test_seed_postman_run_against_served_apis(hsepay_env):
     pay, ords = free_port(), free_port()
     with (
-        running(["serve", "payments", "--port", str(pay)], hsepay_env, [f"http://127.0.0.1:{pay}/health/ready"]) as payments,
-        running(["serve", "orders", "--port", str(ords)], hsepay_env, [f"http://127.0.0.1:{ords}/health/ready"]) as orders,
+        running(
+            ["serve", "payments", "--port", str(pay)], hsepay_env, [f"http://127.0.0.1:{pay}/health/ready"]
+        ) as payments,
+        running(
+            ["serve", "orders", "--port", str(ords)], hsepay_env, [f"http://127.0.0.1:{ords}/health/ready"]
+        ) as orders,
     ):
         p, o = f"http://127.0.0.1:{pay}", f"http://127.0.0.1:{ords}"
         user = str(uuid.uuid4())
@@ -57,8 +61,12 @@ def test_serve_with_workers_settles_orders(hsepay_env, broker):
     env = {**hsepay_env, "HSEPAY_KAFKA": broker, "HSEPAY_KAFKA_IDEMPOTENCE": "false"}
     pay, ords = free_port(), free_port()
     with (
-        running(["serve", "payments", "--port", str(pay), "--with-workers"], env, [f"http://127.0.0.1:{pay}/health/ready"]),
-        running(["serve", "orders", "--port", str(ords), "--with-workers"], env, [f"http://127.0.0.1:{ords}/health/ready"]),
+        running(
+            ["serve", "payments", "--port", str(pay), "--with-workers"], env, [f"http://127.0.0.1:{pay}/health/ready"]
+        ),
+        running(
+            ["serve", "orders", "--port", str(ords), "--with-workers"], env, [f"http://127.0.0.1:{ords}/health/ready"]
+        ),
         httpx.Client(timeout=5) as client,
     ):
         user = str(uuid.uuid4())

@@ -42,7 +42,9 @@ async def _place(orders_engine, topic: str, user: uuid.UUID, amount: int, count:
     ids = []
     for _ in range(count):
         async with orders_engine.begin() as conn:
-            order = await orders_service.create_order(conn, user_id=user, amount=amount, description="chaos", topic=topic)
+            order = await orders_service.create_order(
+                conn, user_id=user, amount=amount, description="chaos", topic=topic
+            )
         ids.append(order.id)
     return ids
 
@@ -82,10 +84,7 @@ async def _active_relay_pid(orders_engine, timeout: float = 15.0) -> int:
 
 async def test_standby_relay_takes_over_after_kill_9(runtime, payments_engine, orders_engine):
     env = _worker_env(runtime)
-    relays = [
-        subprocess.Popen([sys.executable, "-m", "hsepay.cli", "relay", "orders"], env=env)
-        for _ in range(2)
-    ]
+    relays = [subprocess.Popen([sys.executable, "-m", "hsepay.cli", "relay", "orders"], env=env) for _ in range(2)]
     try:
         user = await _funded_user(payments_engine, 10_000)
         topic = runtime.settings.kafka.orders_topic

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from hsepay.api.app import create_orders_app, create_payments_app
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 from hsepay.runner import start_workers
-
 from tests.integration.conftest import wait_final
 
 

@@ -1,0 +1,211 @@
+"""Helpers for saga tests: accounts and orders through the service layers, raw Kafka access,
+deadline polling, and the audit. No fixtures live here, only plain functions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hsepay.audit import AuditReport, run_audit
+from hsepay.bootstrap import Runtime, all_topics, broker_config, consumer_group
+from hsepay.orders import service as orders_service
+from hsepay.orders.tables import orders
+from hsepay.orders.tables import outbox as orders_outbox
+from hsepay.payments import service as payments_service
+from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
+from hsepay.relay.envelope import OutboxMessage
+from hsepay.relay.inbox_consumer import Message
+from hsepay.relay.kafka import BrokerConfig, ensure_topics
+
+T = TypeVar("T")
+
+
+# --- service-layer shortcuts ----------------------------------------------------------------------
+
+
+async def open_account(payments_engine: AsyncEngine, balance: int) -> uuid.UUID:
+    user = uuid.uuid4()
+    async with payments_engine.begin() as conn:
+        await payments_service.create_account(conn, user)
+        if balance:
+            await payments_service.deposit(conn, user, balance)
+    return user
+
+
+async def place_order(orders_engine: AsyncEngine, user: uuid.UUID, amount: int, topic: str) -> uuid.UUID:
+    """Create an order; its `order.created` waits in the orders outbox for a relay (or for us)."""
+    async with orders_engine.begin() as conn:
+        order = await orders_service.create_order(conn, user_id=user, amount=amount, description="test", topic=topic)
+    return order.id
+
+
+async def order_created_row(orders_engine: AsyncEngine, order_id: uuid.UUID) -> Any:
+    """The outbox row carrying an order's first `order.created` (its correlation id is the order id)."""
+    async with orders_engine.connect() as conn:
+        return (
+            await conn.execute(
+                select(orders_outbox)
+                .where(orders_outbox.c.headers["correlation_id"].astext == str(order_id))
+                .order_by(orders_outbox.c.id)
+                .limit(1)
+            )
+        ).one()
+
+
+def as_message(row: Any, *, partition: int = 0, offset: int = 0) -> Message:
+    """An outbox row (or an OutboxMessage) as the inbox consumer would receive it from Kafka."""
+    return Message(row.topic, partition, offset, row.key, row.value, dict(row.headers))
+
+
+def outbox_messages(rows: Sequence[Any]) -> list[Message]:
+    return [as_message(row, offset=i) for i, row in enumerate(rows)]
+
+
+# --- Kafka ----------------------------------------------------------------------------------------
+
+
+def broker_of(rt: Runtime, service: str = "payments") -> BrokerConfig:
+    kafka = rt.settings.kafka
+    return broker_config(rt.settings, kafka.bootstrap_servers, bool(kafka.idempotence), service)
+
+
+async def ensure_saga_topics(rt: Runtime) -> None:
+    await ensure_topics(broker_of(rt), all_topics(rt.settings))
+
+
+@contextlib.asynccontextmanager
+async def kafka_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=0)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+async def publish(producer: AIOKafkaProducer, message: OutboxMessage | Any, *, partition: int | None = None):
+    """Publish an outbox row or OutboxMessage exactly as the relay does (value, key, headers)."""
+    headers = [(name, value.encode()) for name, value in dict(message.headers).items()]
+    return await producer.send_and_wait(
+        message.topic, value=message.value, key=message.key.encode(), headers=headers, partition=partition
+    )
+
+
+async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[int, int | None]:
+    """The committed offset of every partition of `topic` for a consumer group (None: never committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def wait_caught_up(rt: Runtime, service: str, topic: str, timeout: float = 30.0) -> None:
+    """Poll until the service's consumer group has committed every message of `topic`."""
+    bootstrap = rt.settings.kafka.bootstrap_servers
+    group = consumer_group(rt.settings, service)
+
+    async def caught_up() -> bool:
+        ends = await end_offsets(bootstrap, topic)
+        committed = await committed_offsets(bootstrap, group, topic)
+        return all((committed.get(p) or 0) >= end for p, end in ends.items())
+
+    await poll_until(caught_up, timeout=timeout, what=f"{group} to commit all of {topic}")
+
+
+# --- waiting --------------------------------------------------------------------------------------
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+# --- state snapshots and the audit ----------------------------------------------------------------
+
+
+async def payments_snapshot(payments_engine: AsyncEngine) -> dict[str, Any]:
+    """Everything money-related on the payments side, for before/after comparisons."""
+    async with payments_engine.connect() as conn:
+        balances = {
+            row.user_id: row.balance for row in await conn.execute(select(accounts.c.user_id, accounts.c.balance))
+        }
+        ledger = sorted(
+            (row.kind, row.reference, row.amount)
+            for row in await conn.execute(
+                select(ledger_entries.c.kind, ledger_entries.c.reference, ledger_entries.c.amount)
+            )
+        )
+        decisions = {
+            row.order_id: (row.status, row.reason, row.amount)
+            for row in await conn.execute(
+                select(
+                    payment_decisions.c.order_id,
+                    payment_decisions.c.status,
+                    payment_decisions.c.reason,
+                    payment_decisions.c.amount,
+                )
+            )
+        }
+    return {"balances": balances, "ledger": ledger, "decisions": decisions}
+
+
+async def orders_snapshot(orders_engine: AsyncEngine) -> dict[uuid.UUID, tuple[str, str | None, Any]]:
+    async with orders_engine.connect() as conn:
+        return {
+            row.id: (row.status, row.reason, row.updated_at)
+            for row in await conn.execute(select(orders.c.id, orders.c.status, orders.c.reason, orders.c.updated_at))
+        }
+
+
+async def count(engine: AsyncEngine, table, *where) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table).where(*where))).scalar_one()
+
+
+async def audit(payments_engine: AsyncEngine, orders_engine: AsyncEngine) -> AuditReport:
+    async with payments_engine.connect() as p, orders_engine.connect() as o:
+        return await run_audit(p, o)
+
+
+async def assert_audit_ok(payments_engine: AsyncEngine, orders_engine: AsyncEngine) -> AuditReport:
+    report = await audit(payments_engine, orders_engine)
+    assert report.ok, report.to_json()
+    return report
