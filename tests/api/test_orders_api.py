@@ -88,9 +88,7 @@ async def test_client_set_internal_fields_are_rejected(orders_client, orders_db,
     assert await orders_db.outbox() == []
 
 
-@pytest.mark.parametrize(
-    "amount", [0, -1, 10**12 + 1, 10**30, "100", 10.5, 1.0, True, None], ids=repr
-)
+@pytest.mark.parametrize("amount", [0, -1, 10**12 + 1, 10**30, "100", 10.5, 1.0, True, None], ids=repr)
 async def test_create_order_rejects_bad_amounts(orders_client, orders_db, assert_problem, amount):
     body = {"user_id": str(uuid.uuid4()), "amount": amount, "description": ""}
     assert_problem(await orders_client.post("/orders", json=body), 400)
@@ -166,9 +164,7 @@ async def test_rolled_back_transaction_leaves_neither_order_nor_outbox_row(order
 
     with pytest.raises(Crash):
         async with orders_engine.begin() as conn:
-            created = await service.create_order(
-                conn, user_id=uuid.uuid4(), amount=10, description="", topic="orders"
-            )
+            created = await service.create_order(conn, user_id=uuid.uuid4(), amount=10, description="", topic="orders")
             # Both rows exist inside the transaction ...
             assert (await conn.execute(select(func.count()).select_from(outbox))).scalar_one() == 1
             raise Crash

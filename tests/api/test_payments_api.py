@@ -84,9 +84,7 @@ async def test_create_account_rejects_unknown_fields(payments_client, assert_pro
     ],
 )
 async def test_create_account_rejects_bad_bodies(payments_client, assert_problem, content):
-    response = await payments_client.post(
-        "/accounts", content=content, headers={"content-type": "application/json"}
-    )
+    response = await payments_client.post("/accounts", content=content, headers={"content-type": "application/json"})
     assert_problem(response, 400)
 
 
@@ -115,9 +113,7 @@ async def test_deposit_accepts_the_bounds(payments_client, accounts):
 
 async def test_deposit_with_matching_body_user_id(payments_client, accounts):
     user_id = await accounts.open()
-    response = await payments_client.post(
-        f"/accounts/{user_id}/deposit", json={"amount": 50, "user_id": str(user_id)}
-    )
+    response = await payments_client.post(f"/accounts/{user_id}/deposit", json={"amount": 50, "user_id": str(user_id)})
     assert response.status_code == 200
     assert response.json()["balance"] == 50
 

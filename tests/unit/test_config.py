@@ -65,9 +65,7 @@ def test_blank_database_url_means_embedded():
     assert Settings.from_env({"HSEPAY_PAYMENTS_DB": "   "}).db.payments_url is None
 
 
-@pytest.mark.parametrize(
-    "raw", ["localhost:9092", "a:9092,b:9093", " a:9092 , b:9093 ", "[::1]:9092"]
-)
+@pytest.mark.parametrize("raw", ["localhost:9092", "a:9092,b:9093", " a:9092 , b:9093 ", "[::1]:9092"])
 def test_kafka_bootstrap_servers(raw):
     assert Settings.from_env({"HSEPAY_KAFKA": raw}).kafka.bootstrap_servers == raw.strip()
 

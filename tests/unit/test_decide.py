@@ -79,9 +79,7 @@ def test_decision_carries_the_request():
 )
 def test_an_order_decided_before_gets_the_same_answer_and_nothing_new(earlier_status, earlier_reason):
     order_id = uuid.uuid4()
-    earlier = PaymentDecision(
-        order_id=order_id, user_id=ALICE, amount=50, status=earlier_status, reason=earlier_reason
-    )
+    earlier = PaymentDecision(order_id=order_id, user_id=ALICE, amount=50, status=earlier_status, reason=earlier_reason)
     # Today's balance would give the opposite answer; the recorded decision stands.
     balance_now = 10**6 if earlier_status == "failed" else 0
     answers, new = decide([request(ALICE, 50, order_id)], {ALICE: balance_now}, {order_id: earlier})
