@@ -7,6 +7,7 @@ import logging
 import typer
 
 from hsepay.commands import account, db, order
+from hsepay.commands.bench import bench
 from hsepay.commands.engines import broker, stop
 from hsepay.commands.inspect import audit, inbox_app, outbox_app
 from hsepay.commands.serve import serve
@@ -26,6 +27,7 @@ app.command()(consume)
 app.command()(broker)
 app.command()(stop)
 app.command()(audit)
+app.command()(bench)
 app.add_typer(db.app, name="db")
 app.add_typer(account.app, name="account")
 app.add_typer(order.app, name="order")
