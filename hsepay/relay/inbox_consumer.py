@@ -282,42 +282,32 @@ class InboxConsumer:
         ready = [i for i in items if isinstance(i, Ready)]
         quarantined = 0
         if poison:
+            # executemany form: SQLAlchemy compiles the statement once and batches the rows
+            # (a multi-row .values([...]) is compiled anew for every batch size: measured 20% of CPU).
             result = await conn.execute(
-                pg_insert(inbox)
-                .values(
-                    [
-                        {
-                            **_row(self.name, p.message, p.event_id, p.event_type),
-                            "status": INBOX_QUARANTINED,
-                            "attempts": attempts,
-                            "error": _text(p.error[:2000]),
-                            "value": p.message.value,
-                            "headers": p.message.headers,
-                            "key": p.message.key,
-                        }
-                        for p in poison
-                    ]
-                )
-                .on_conflict_do_nothing()
-                .returning(inbox.c.event_id)
+                pg_insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id),
+                [
+                    {
+                        **_row(self.name, p.message, p.event_id, p.event_type),
+                        "status": INBOX_QUARANTINED,
+                        "attempts": attempts,
+                        "error": _text(p.error[:2000]),
+                        "value": p.message.value,
+                        "headers": p.message.headers,
+                        "key": p.message.key,
+                    }
+                    for p in poison
+                ],
             )
             quarantined = len(result.all())
         fresh: list[Ready] = []
         if ready:
             result = await conn.execute(
                 pg_insert(inbox)
-                .values(
-                    [
-                        {
-                            **_row(self.name, r.message, r.event.event_id, r.event.event_type),
-                            "status": INBOX_PROCESSED,
-                            "processed_at": func.now(),
-                        }
-                        for r in ready
-                    ]
-                )
+                .values(status=INBOX_PROCESSED, processed_at=func.now())
                 .on_conflict_do_nothing()
-                .returning(inbox.c.event_id)
+                .returning(inbox.c.event_id),
+                [_row(self.name, r.message, r.event.event_id, r.event.event_type) for r in ready],
             )
             new_ids = set(result.scalars())
             fresh = [r for r in ready if r.event.event_id in new_ids]

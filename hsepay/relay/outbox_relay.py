@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 from aiokafka.errors import KafkaError
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import BigInteger, Table, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -195,7 +196,12 @@ class OutboxRelay:
             acked.append(row.id)
         if acked:
             async with self.engine.begin() as conn:
-                await conn.execute(update(outbox).where(outbox.c.id.in_(acked)).values(sent_at=func.now()))
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+                    .values(sent_at=func.now()),
+                    {"ids": acked},
+                )
             self.stats.published += len(acked)
             self.stats.batches += 1
         if failure is not None:
