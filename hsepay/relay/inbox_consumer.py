@@ -194,8 +194,8 @@ class InboxConsumer:
         # (Tansu) auto-create a topic on the first metadata request, with their own default.
         await ensure_topics(self.broker, self.topics)
         consumer = make_consumer(self.broker, self.topics, self.group_id)
-        await consumer.start()
         try:
+            await consumer.start()
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.settings.batch_size)
                 if batch:

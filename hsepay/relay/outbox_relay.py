@@ -134,12 +134,12 @@ class OutboxRelay:
                 self.stats.active = False
 
     async def _lead(self, stop: asyncio.Event, lock_conn: psycopg.AsyncConnection) -> None:
-        producer = make_producer(self.broker)
         await ensure_topics(self.broker, self.topics)
-        await producer.start()
+        producer = make_producer(self.broker)
         backoff = 0.1
         checked = time.monotonic()
         try:
+            await producer.start()  # inside the try: a failed start must still be stopped (it leaks tasks)
             while not stop.is_set():
                 try:
                     sent = await self.publish_batch(producer)

@@ -12,7 +12,6 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from hsepay import embedded
 from hsepay.bootstrap import Runtime
 from hsepay.config import ConsumerSettings, KafkaSettings, RelaySettings, SagaSettings, Settings
 from hsepay.orders.tables import orders
@@ -27,6 +26,7 @@ def saga_settings(broker, data_dir) -> Settings:
         kafka=KafkaSettings(
             bootstrap_servers=broker,
             partitions=3,
+            replication_factor=int(os.environ.get("HSEPAY_TEST_KAFKA_REPLICATION", "1")),
             idempotence=os.environ.get("HSEPAY_TEST_KAFKA_IDEMPOTENCE", "false") == "true",
             orders_topic=f"orders-{suffix}",
             payment_status_topic=f"payment-status-{suffix}",
