@@ -12,6 +12,7 @@ import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.bootstrap import Runtime
@@ -36,17 +37,20 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
-    """Run an async command body; config problems exit 2, domain refusals exit 1, both with one line."""
+    """Run an async command body; config problems exit 2, domain refusals exit 1, both with one line.
+
+    A database lost in the middle of a command is reported the same way as one unreachable at its
+    start (exit 2, one line), never as a traceback.
+    """
     try:
-        return asyncio.run(_guarded(coro_factory))
+        return asyncio.run(coro_factory())
     except ConfigError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except DomainError as exc:
         raise fail(str(exc), EXIT_DOMAIN) from None
-
-
-async def _guarded(coro_factory: Callable[[], Awaitable[T]]) -> T:
-    return await coro_factory()
+    except (OperationalError, InterfaceError) as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise fail(f"database unavailable: {reason}", EXIT_USAGE) from None
 
 
 def runtime(services: Sequence[str] = SERVICES) -> Runtime:

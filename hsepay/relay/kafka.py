@@ -33,7 +33,7 @@ def make_producer(config: BrokerConfig) -> AIOKafkaProducer:
         client_id=config.client_id,
         acks="all",
         enable_idempotence=config.idempotence,
-        linger_ms=1,
+        linger_ms=0,  # a batch of sends made in one loop turn is still batched; a lone one goes at once
         max_batch_size=256 * 1024,
         request_timeout_ms=15_000,
         retry_backoff_ms=100,
