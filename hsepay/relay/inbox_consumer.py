@@ -207,9 +207,8 @@ class InboxConsumer:
                         # aiokafka retries a commit forever while the topic is unknown (a broker
                         # that lost its topics); bound it and start over with a new consumer.
                         await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT)
-                    except (
-                        CommitFailedError
-                    ) as exc:  # a rebalance took the partitions; the inbox absorbs the redelivery
+                    except CommitFailedError as exc:
+                        # A rebalance took the partitions; the inbox absorbs the redelivery.
                         log.info("%s consumer: offset commit skipped (%s)", self.name, exc)
                     except TimeoutError:
                         raise KafkaError(f"offset commit did not finish in {COMMIT_TIMEOUT}s") from None

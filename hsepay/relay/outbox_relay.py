@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import BigInteger, Table, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.config import RelaySettings
@@ -98,7 +99,7 @@ class OutboxRelay:
                 await self._stand_by_then_lead(stop)
                 backoff = 0.1
                 continue
-            except (psycopg.OperationalError, OSError) as exc:
+            except (psycopg.OperationalError, OperationalError, InterfaceError, OSError) as exc:
                 self.stats.last_error = f"database: {exc}"
             except KafkaError as exc:
                 self.stats.last_error = f"broker: {exc!r}{_idempotence_hint(exc, self.broker)}"
