@@ -6,7 +6,6 @@ tables; each test works on fresh user ids instead.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import psycopg
@@ -14,13 +13,11 @@ import pytest
 import typer
 from psycopg import sql
 from sqlalchemy.engine import make_url
-from typer.testing import CliRunner
 
 from hsepay import migrate
 from hsepay.cli import app
 from hsepay.config import get_settings
-
-runner = CliRunner()
+from tests.cli.helpers import invoke, ok, ok_json
 
 CONTRACT_COMMANDS = [  # DESIGN §7, as far as this foundation builds it
     "db upgrade",
@@ -70,20 +67,6 @@ def empty_database(pg_server):
     yield url
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str):
-    result = invoke(*args)
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
-
-def ok_json(*args: str):
-    return json.loads(ok(*args, "--json").stdout)
 
 
 def assert_one_line_error(result, code: int, *fragments: str) -> str:

@@ -23,15 +23,13 @@ from typing import TypeVar
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
-from typer.testing import CliRunner
 
 from hsepay import embedded, migrate
-from hsepay.cli import app
 from hsepay.config import get_settings
 from hsepay.relay.kafka import BrokerConfig, ensure_topics
 from hsepay.relay.outbox_relay import libpq_conninfo
+from tests.cli.helpers import invoke, ok, ok_json
 
-runner = CliRunner()
 T = TypeVar("T")
 SHUTDOWN_TIMEOUT = 15.0
 
@@ -89,20 +87,6 @@ def empty_tables(db_urls) -> None:
 def sql(db_urls, service: str, statement: str, params: tuple = ()) -> None:
     with psycopg.connect(libpq_conninfo(db_urls[service]), autocommit=True) as conn:
         conn.execute(statement, params)
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str):
-    result = invoke(*args)
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
-
-def ok_json(*args: str):
-    return json.loads(ok(*args, "--json").stdout)
 
 
 def new_user() -> str:
