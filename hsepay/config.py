@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 __all__ = [
+    "ApiSettings",
     "ConfigError",
     "ConsumerSettings",
     "DatabaseSettings",
@@ -170,6 +171,14 @@ class SagaSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    idempotency_ttl: float = 24 * 3600.0
+    """HSEPAY_IDEMPOTENCY_TTL: seconds an Idempotency-Key is remembered (as Stripe: 24 hours)."""
+    purge_interval: float = 600.0
+    """Seconds between purges of expired idempotency keys by each API process."""
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(".hsepay"))
     """HSEPAY_DATA_DIR: where embedded engines keep their files."""
@@ -178,6 +187,7 @@ class Settings:
     relay: RelaySettings = field(default_factory=RelaySettings)
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     saga: SagaSettings = field(default_factory=SagaSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     auth_secret: str | None = None
     """HSEPAY_AUTH_SECRET: bearer-token secret; unset means auth is off (development only)."""
 
@@ -222,6 +232,7 @@ class Settings:
                 inbox_retention=_float(env, "HSEPAY_INBOX_RETENTION", 7 * 24 * 3600.0),
             ),
             saga=SagaSettings(redrive_after=_float(env, "HSEPAY_REDRIVE_AFTER", 30.0)),
+            api=ApiSettings(idempotency_ttl=_float(env, "HSEPAY_IDEMPOTENCY_TTL", 24 * 3600.0)),
             auth_secret=env.get("HSEPAY_AUTH_SECRET") or None,
         )
 

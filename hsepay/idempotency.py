@@ -12,7 +12,21 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, PrimaryKeyConstraint, Table, Text, func, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    delete,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +38,7 @@ __all__ = [
     "StoredResponse",
     "claim",
     "idempotency_table",
+    "purge_expired",
     "record",
     "request_fingerprint",
 ]
@@ -47,6 +62,7 @@ def idempotency_table(metadata: MetaData) -> Table:
         Column("headers", JSONB),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("scope", "key"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
     )
 
 
@@ -102,3 +118,18 @@ async def record(conn: AsyncConnection, table: Table, *, scope: str, key: str, r
         .where(table.c.scope == scope, table.c.key == key)
         .values(status_code=response.status_code, body=response.body, headers=response.headers)
     )
+
+
+async def purge_expired(conn: AsyncConnection, table: Table, *, older_than: float, limit: int = 10_000) -> int:
+    """Forget keys older than `older_than` seconds (Stripe keeps them 24 hours); returns how many.
+
+    After that a repeated request with an old key is a new request: clients retry within minutes,
+    and the money effects stay unique on their own keys (order ids, deposit references).
+    """
+    expired = (
+        select(table.c.scope, table.c.key)
+        .where(table.c.created_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than))
+        .limit(limit)
+    )
+    result = await conn.execute(delete(table).where(tuple_(table.c.scope, table.c.key).in_(expired)))
+    return result.rowcount

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 def build_app(rt: Runtime, service: str):
     engine = rt.engine(service)
     if service == "payments":
-        return create_payments_app(engine)
-    return create_orders_app(engine, orders_topic=rt.settings.kafka.orders_topic)
+        return create_payments_app(engine, api=rt.settings.api)
+    return create_orders_app(engine, orders_topic=rt.settings.kafka.orders_topic, api=rt.settings.api)
 
 
 class _Server(uvicorn.Server):

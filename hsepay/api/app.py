@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsepay import __version__
+from hsepay import __version__, idempotency
 from hsepay.api.health import HealthController
 from hsepay.api.orders import OrderController
 from hsepay.api.payments import AccountController
@@ -22,19 +26,56 @@ from hsepay.api.problems import (
     undecodable_body_handler,
     unexpected_error_handler,
 )
+from hsepay.config import ApiSettings
+from hsepay.orders import tables as orders_tables
+from hsepay.payments import tables as payments_tables
+from hsepay.relay.timing import sleep_or_stop
 
 __all__ = ["create_orders_app", "create_payments_app"]
 
 MAX_BODY_BYTES = 64 * 1024
+
+log = logging.getLogger(__name__)
+DEFAULT_API_SETTINGS = ApiSettings()  # frozen, so one shared default is safe
+
+
+def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings):
+    """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+
+        async def purge() -> None:
+            while not stop.is_set():
+                try:
+                    async with engine.begin() as conn:
+                        count = await idempotency.purge_expired(conn, table, older_than=settings.idempotency_ttl)
+                    if count:
+                        log.info("forgot %d idempotency keys older than %gs", count, settings.idempotency_ttl)
+                except Exception as exc:  # a purge that fails now is retried at the next interval
+                    log.warning("idempotency key purge failed: %r", exc)
+                await sleep_or_stop(stop, settings.purge_interval)
+
+        task = asyncio.create_task(purge())
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    return lifespan
 
 
 def _app(
     title: str,
     controllers: Sequence[type],
     dependencies: dict[str, Any],
+    lifespan: Callable[[Litestar], Any],
     on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
     return Litestar(
+        lifespan=[lifespan],
         route_handlers=[*controllers, HealthController],
         dependencies={
             name: Provide(_constant(value), use_cache=True, sync_to_thread=False)
@@ -62,11 +103,20 @@ def _constant(value: Any) -> Callable[[], Any]:
     return provide
 
 
-def create_payments_app(engine: AsyncEngine, *, on_shutdown: Sequence[Callable[[], Any]] = ()) -> Litestar:
-    return _app("hsepay payments", [AccountController], {"engine": engine}, on_shutdown)
+def create_payments_app(
+    engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS, on_shutdown: Sequence[Callable[[], Any]] = ()
+) -> Litestar:
+    lifespan = _expiring_keys(engine, payments_tables.idempotency_keys, api)
+    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, on_shutdown)
 
 
 def create_orders_app(
-    engine: AsyncEngine, *, orders_topic: str = "orders", on_shutdown: Sequence[Callable[[], Any]] = ()
+    engine: AsyncEngine,
+    *,
+    orders_topic: str = "orders",
+    api: ApiSettings = DEFAULT_API_SETTINGS,
+    on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
-    return _app("hsepay orders", [OrderController], {"engine": engine, "orders_topic": orders_topic}, on_shutdown)
+    lifespan = _expiring_keys(engine, orders_tables.idempotency_keys, api)
+    dependencies = {"engine": engine, "orders_topic": orders_topic}
+    return _app("hsepay orders", [OrderController], dependencies, lifespan, on_shutdown)
