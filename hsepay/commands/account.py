@@ -11,7 +11,10 @@ from hsepay.commands.common import JsonOption, console, print_json, print_table,
 from hsepay.payments import service
 from hsepay.payments.model import MAX_AMOUNT
 
-app = typer.Typer(no_args_is_help=True, help="Payment accounts: one per user, balances in minor units.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Payment accounts: one per user, balances in minor units. Example: hsepay account balance <user-uuid>",
+)
 
 UserId = Annotated[uuid.UUID, typer.Argument(help="The user's UUID.", show_default=False)]
 Amount = Annotated[int, typer.Argument(min=1, max=MAX_AMOUNT, help="Minor units, 1..10^12.", show_default=False)]

@@ -13,7 +13,10 @@ from hsepay.bootstrap import describe_db_error
 from hsepay.commands.common import EXIT_USAGE, JsonOption, console, fail, print_json, runtime, services_arg
 from hsepay.config import ConfigError
 
-app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations, one history per service).")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Database schema (Alembic migrations, one history per service). Example: hsepay db upgrade all",
+)
 
 
 @app.command()

@@ -27,8 +27,13 @@ from hsepay.relay.inbox_consumer import retry_quarantined
 from hsepay.relay.inspect import inbox_status, outbox_status
 from hsepay.relay.kafka import consumer_lag
 
-outbox_app = typer.Typer(no_args_is_help=True, help="Outbox backlogs and the active relay.")
-inbox_app = typer.Typer(no_args_is_help=True, help="Inbox: processed and quarantined messages, consumer lag.")
+outbox_app = typer.Typer(
+    no_args_is_help=True, help="Outbox backlogs and the active relay. Example: hsepay outbox status --json"
+)
+inbox_app = typer.Typer(
+    no_args_is_help=True,
+    help="Inbox: processed and quarantined messages, consumer lag. Example: hsepay inbox status payments",
+)
 
 ServiceArg = Annotated[str, typer.Argument(help="payments, orders or all")]
 

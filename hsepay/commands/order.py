@@ -22,7 +22,10 @@ from hsepay.config import get_settings
 from hsepay.orders import service
 from hsepay.orders.model import CREATED, MAX_AMOUNT, MAX_DESCRIPTION, Order
 
-app = typer.Typer(no_args_is_help=True, help="Orders: each asks the payments service to debit its amount once.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Orders: each asks the payments service to debit its amount once. Example: hsepay order list --status failed",
+)
 
 Status = Literal["created", "success", "failed"]
 

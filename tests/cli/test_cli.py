@@ -299,3 +299,10 @@ def test_every_command_has_help_with_an_example(command):
     result = ok(*command.split(), "--help")
     assert "Example" in result.stdout
     assert f"hsepay {command}" in result.stdout
+
+
+@pytest.mark.parametrize("group", ["db", "account", "order", "outbox", "inbox"])
+def test_every_command_group_has_help_with_an_example(group):
+    result = ok(group, "--help")
+    assert "Example" in result.stdout
+    assert f"hsepay {group}" in result.stdout
