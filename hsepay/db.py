@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "new_metadata", "sync_url"]
+__all__ = ["create_engine", "new_metadata"]
 
 # Stable constraint names, so Alembic's autogenerate and the migrations agree.
 NAMING_CONVENTION = {
@@ -32,8 +32,3 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "hse
         pool_pre_ping=False,
         connect_args={"application_name": application_name, "connect_timeout": 10},
     )
-
-
-def sync_url(url: str) -> str:
-    """The same URL for synchronous use (Alembic); psycopg 3 serves both."""
-    return url

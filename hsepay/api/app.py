@@ -72,7 +72,6 @@ def _app(
     controllers: Sequence[type],
     dependencies: dict[str, Any],
     lifespan: Callable[[Litestar], Any],
-    on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
     return Litestar(
         lifespan=[lifespan],
@@ -92,7 +91,6 @@ def _app(
         ),
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # the CLI configures logging once; Litestar must not replace it
-        on_shutdown=list(on_shutdown),
     )
 
 
@@ -103,11 +101,9 @@ def _constant(value: Any) -> Callable[[], Any]:
     return provide
 
 
-def create_payments_app(
-    engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS, on_shutdown: Sequence[Callable[[], Any]] = ()
-) -> Litestar:
+def create_payments_app(engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS) -> Litestar:
     lifespan = _expiring_keys(engine, payments_tables.idempotency_keys, api)
-    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, on_shutdown)
+    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan)
 
 
 def create_orders_app(
@@ -115,8 +111,7 @@ def create_orders_app(
     *,
     orders_topic: str = "orders",
     api: ApiSettings = DEFAULT_API_SETTINGS,
-    on_shutdown: Sequence[Callable[[], Any]] = (),
 ) -> Litestar:
     lifespan = _expiring_keys(engine, orders_tables.idempotency_keys, api)
     dependencies = {"engine": engine, "orders_topic": orders_topic}
-    return _app("hsepay orders", [OrderController], dependencies, lifespan, on_shutdown)
+    return _app("hsepay orders", [OrderController], dependencies, lifespan)

@@ -9,7 +9,7 @@ import typer
 
 from hsepay.commands.common import run, runtime
 
-DEFAULT_PORTS = {"payments": 8080, "orders": 8081, "gateway": 3000}
+DEFAULT_PORTS = {"payments": 8080, "orders": 8081}
 
 
 class Api(StrEnum):

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -84,7 +84,6 @@ class ConsumerStats:
     batches: int = 0
     errors: int = 0
     last_error: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
 
 
 def _text(raw: bytes | str) -> str:

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from aiokafka.errors import KafkaError
@@ -62,7 +62,6 @@ class RelayStats:
     errors: int = 0
     active: bool = False
     last_error: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
 
 
 class OutboxRelay:
