@@ -33,9 +33,8 @@ DB_VARIABLES = {"payments": "HSEPAY_PAYMENTS_DB", "orders": "HSEPAY_ORDERS_DB"}
 
 def resolve_database_urls(settings: Settings, services: tuple[str, ...] = SERVICES) -> dict[str, str]:
     """The URL of each service database; starts the embedded server for those not configured."""
-    configured = {"payments": settings.db.payments_url, "orders": settings.db.orders_url}
-    urls = {service: configured[service] for service in services if configured[service]}
-    missing = [service for service in services if not configured[service]]
+    urls = {service: settings.db.url_for(service) for service in services if settings.db.url_for(service)}
+    missing = [service for service in services if service not in urls]
     if missing:
         try:
             server = embedded.ensure_postgres(settings.data_dir)
@@ -113,8 +112,7 @@ class Runtime:
         return self.engine(service)
 
     def is_embedded(self, service: str) -> bool:
-        configured = {"payments": self.settings.db.payments_url, "orders": self.settings.db.orders_url}
-        return not configured[service]
+        return self.settings.db.url_for(service) is None
 
     async def ensure_schema(self, service: str) -> None:
         """Make sure the service database carries the current schema.
@@ -123,14 +121,8 @@ class Runtime:
         is left to `hsepay db upgrade`, since migrating production should be a deliberate step.
         """
         head = migrate.head_revision(service)
-
-        def current(sync_conn) -> str | None:
-            from alembic.runtime.migration import MigrationContext
-
-            return MigrationContext.configure(sync_conn).get_current_revision()
-
         async with self.engine(service).connect() as conn:
-            revision = await conn.run_sync(current)
+            revision = await conn.run_sync(migrate.revision_of)
         if revision == head:
             return
         if self.is_embedded(service):

@@ -115,6 +115,10 @@ class DatabaseSettings:
     pool_size: int = 10
     """HSEPAY_DB_POOL_SIZE: connections per service engine in one process."""
 
+    def url_for(self, service: str) -> str | None:
+        """The configured URL of a service's database; None means the embedded one."""
+        return {"payments": self.payments_url, "orders": self.orders_url}[service]
+
 
 @dataclass(frozen=True)
 class KafkaSettings:

@@ -8,9 +8,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import Connection, MetaData, create_engine
 
-__all__ = ["SERVICES", "alembic_config", "current_revision", "head_revision", "metadata_for", "upgrade"]
+__all__ = ["SERVICES", "alembic_config", "current_revision", "head_revision", "metadata_for", "revision_of", "upgrade"]
 
 SERVICES = ("payments", "orders")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -45,10 +45,15 @@ def head_revision(service: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(service, "")).get_current_head()
 
 
+def revision_of(connection: Connection) -> str | None:
+    """The schema revision a database is at (None before the first migration)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 def current_revision(url: str) -> str | None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return revision_of(conn)
     finally:
         engine.dispose()

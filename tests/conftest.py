@@ -71,6 +71,17 @@ def db_urls(pg_server: str) -> dict[str, str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@pytest.fixture
+def empty_database(pg_server) -> str:
+    """The URL of a database that exists but carries no schema, dropped after the test."""
+    name = f"hsepay_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield normalise_db_url(make_url(pg_server).set(database=name).render_as_string(hide_password=False), "test")
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest_asyncio.fixture(scope="session")
 async def engines(db_urls):
     built = {service: create_engine(url, pool_size=20) for service, url in db_urls.items()}

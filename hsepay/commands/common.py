@@ -62,13 +62,20 @@ def runtime(services: Sequence[str] = SERVICES) -> Runtime:
 
 
 @contextlib.asynccontextmanager
-async def service_engine(service: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on one service database, ready for use, disposed at the end of the command."""
-    rt = runtime((service,))
+async def open_runtime(services: Sequence[str] = SERVICES) -> AsyncIterator[Runtime]:
+    """A Runtime for the command's services whose engines are disposed when the command ends."""
+    rt = runtime(services)
     try:
-        yield await rt.ready_engine(service)
+        yield rt
     finally:
         await rt.dispose()
+
+
+@contextlib.asynccontextmanager
+async def service_engine(service: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on one service database, ready for use, disposed at the end of the command."""
+    async with open_runtime((service,)) as rt:
+        yield await rt.ready_engine(service)
 
 
 def services_arg(value: str) -> tuple[str, ...]:

@@ -16,10 +16,10 @@ from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
     console,
+    open_runtime,
     print_json,
     print_table,
     run,
-    runtime,
     services_arg,
 )
 from hsepay.config import Settings
@@ -47,15 +47,12 @@ def outbox_status_command(service: ServiceArg = "all", as_json: JsonOption = Fal
     services = services_arg(service)
 
     async def body() -> dict[str, Any]:
-        rt = runtime(services)
-        try:
+        async with open_runtime(services) as rt:
             report = {}
             for name in services:
                 async with (await rt.ready_engine(name)).connect() as conn:
                     report[name] = await outbox_status(conn, service_tables(name)[0])
             return report
-        finally:
-            await rt.dispose()
 
     report = run(body)
     if as_json:
@@ -102,8 +99,7 @@ def inbox_status_command(service: ServiceArg = "all", as_json: JsonOption = Fals
     services = services_arg(service)
 
     async def body() -> dict[str, Any]:
-        rt = runtime(services)
-        try:
+        async with open_runtime(services) as rt:
             report = {}
             for name in services:
                 async with (await rt.ready_engine(name)).connect() as conn:
@@ -111,8 +107,6 @@ def inbox_status_command(service: ServiceArg = "all", as_json: JsonOption = Fals
                 topics, _ = service_handlers(name, rt.settings)
                 report[name]["lag"] = await _lag(rt.settings, name, topics)
             return report
-        finally:
-            await rt.dispose()
 
     report = run(body)
     if as_json:
@@ -165,15 +159,12 @@ def inbox_retry_command(
         raise typer.BadParameter("expected payments or orders", param_hint="SERVICE")
 
     async def body() -> tuple[int, int]:
-        rt = runtime((service,))
-        try:
+        async with open_runtime((service,)) as rt:
             engine = await rt.ready_engine(service)
             _, handlers = service_handlers(service, rt.settings)
             return await retry_quarantined(
                 engine, service_tables(service)[1], consumer=service, handlers=handlers, event_ids=event_id
             )
-        finally:
-            await rt.dispose()
 
     done, failed = run(body)
     if as_json:
@@ -191,8 +182,7 @@ def audit(as_json: JsonOption = False) -> None:
     """
 
     async def body():
-        rt = runtime()
-        try:
+        async with open_runtime() as rt:
             payments = await rt.ready_engine("payments")
             orders = await rt.ready_engine("orders")
             async with payments.connect() as p, orders.connect() as o:
@@ -200,8 +190,6 @@ def audit(as_json: JsonOption = False) -> None:
                 await p.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 await o.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 return await run_audit(p, o)
-        finally:
-            await rt.dispose()
 
     report = run(body)
     if as_json:

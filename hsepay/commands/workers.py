@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hsepay.commands.common import run, runtime, services_arg
+from hsepay.commands.common import open_runtime, run, services_arg
 from hsepay.runner import run_until_stopped, start_workers
 
 log = logging.getLogger("hsepay")
@@ -17,17 +17,14 @@ ServiceArg = Annotated[str, typer.Argument(help="payments, orders or all")]
 
 def _run(service: str, *, relay: bool, consume: bool) -> None:
     services = services_arg(service)
-    rt = runtime(services)
 
     async def body() -> None:
-        try:
+        async with open_runtime(services) as rt:
             for name in services:
                 await rt.ready_engine(name)
             async with start_workers(rt, services, relay=relay, consume=consume) as workers:
                 log.info("running %s for %s; Ctrl-C stops", "relay" if relay else "consumer", ", ".join(services))
                 await run_until_stopped(workers.stop)
-        finally:
-            await rt.dispose()
 
     run(body)
 

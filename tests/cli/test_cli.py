@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg
 import pytest
 import typer
-from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from hsepay import migrate
@@ -55,18 +53,6 @@ def environment(monkeypatch, db_urls, tmp_path):
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
-
-
-@pytest.fixture
-def empty_database(pg_server):
-    """A database that exists but carries no schema."""
-    name = f"hsepay_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(pg_server).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def assert_one_line_error(result, code: int, *fragments: str) -> str:

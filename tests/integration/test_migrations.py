@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
-import psycopg
 import pytest
 from alembic import command
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from hsepay import migrate
-from hsepay.config import normalise_db_url
-
-
-@pytest.fixture
-def empty_database(pg_server):
-    name = f"hsepay_migrate_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield normalise_db_url(make_url(pg_server).set(database=name).render_as_string(hide_password=False), "test")
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.mark.parametrize("service", migrate.SERVICES)
