@@ -4,6 +4,8 @@ the embedded broker (or HSEPAY_TEST_KAFKA). Each test gets empty tables."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -19,6 +21,23 @@ from hsepay.config import normalise_db_url
 from hsepay.db import create_engine
 
 SERVICES = migrate.SERVICES
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's default base temp dir is shared by every run of one user, and each run deletes the
+    # oldest ones: two runs on one box would delete each other's embedded PostgreSQL. Give each
+    # run its own (unless --basetemp says otherwise) and remove it at the end.
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="hsepay-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own and not os.environ.get("HSEPAY_TEST_KEEP_TMP"):
+        shutil.rmtree(own, ignore_errors=True)
+
 
 
 @pytest.fixture(scope="session")
