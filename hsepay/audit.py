@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hsepay.orders.tables import orders
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 
-__all__ = ["AuditReport", "run_audit"]
+__all__ = ["AuditReport", "check_invariants"]
 
 MAX_LISTED = 20
 
@@ -68,7 +68,7 @@ class AuditReport:
 _SIGNED = case((ledger_entries.c.kind == "deposit", ledger_entries.c.amount), else_=-ledger_entries.c.amount)
 
 
-async def run_audit(payments: AsyncConnection, orders_conn: AsyncConnection) -> AuditReport:
+async def check_invariants(payments: AsyncConnection, orders_conn: AsyncConnection) -> AuditReport:
     negative = Check("balance_not_negative", "no account balance is negative")
     for row in await payments.execute(select(accounts.c.user_id, accounts.c.balance).where(accounts.c.balance < 0)):
         negative.add(f"account {row.user_id} has balance {row.balance}")

@@ -16,18 +16,17 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
-from hsepay.audit import run_audit
+from hsepay import registry
+from hsepay.audit import check_invariants
 from hsepay.bootstrap import Runtime
-from hsepay.orders.events import payment_requested
+from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import orders
-from hsepay.orders.tables import outbox as orders_outbox
-from hsepay.payments import service as payments_service
-from hsepay.relay.store import enqueue
-from hsepay.runner import start_workers
+from hsepay.payments import operations as payments_ops
+from hsepay.roles import start_workers
 
-__all__ = ["BenchResult", "run_bench"]
+__all__ = ["BenchResult", "measure_saga"]
 
 WRITE_BATCH = 1000
 
@@ -54,27 +53,22 @@ class BenchResult:
 async def _fund(rt: Runtime, users: list[uuid.UUID], balance: int) -> None:
     async with rt.engine("payments").begin() as conn:
         for user in users:
-            await payments_service.create_account(conn, user)
-            await payments_service.deposit(conn, user, balance)
+            await payments_ops.create_account(conn, user)
+            await payments_ops.deposit(conn, user, balance)
 
 
 async def _write_backlog(rt: Runtime, users: list[uuid.UUID], count: int, amount: int) -> list[uuid.UUID]:
-    """Orders and their outbox rows, WRITE_BATCH per transaction (as create_order, in bulk)."""
+    """Orders and their payment requests, WRITE_BATCH per transaction, through the orders service."""
     topic = rt.settings.kafka.orders_topic
     ids: list[uuid.UUID] = []
     for start in range(0, count, WRITE_BATCH):
-        batch = [(uuid.uuid4(), users[i % len(users)]) for i in range(start, min(count, start + WRITE_BATCH))]
+        batch = [
+            orders_ops.NewOrder(users[i % len(users)], amount, "bench")
+            for i in range(start, min(count, start + WRITE_BATCH))
+        ]
         async with rt.engine("orders").begin() as conn:
-            await conn.execute(
-                insert(orders),
-                [{"id": oid, "user_id": user, "amount": amount, "description": "bench"} for oid, user in batch],
-            )
-            await enqueue(
-                conn,
-                orders_outbox,
-                [payment_requested(order_id=oid, user_id=user, amount=amount, topic=topic) for oid, user in batch],
-            )
-        ids.extend(oid for oid, _ in batch)
+            created = await orders_ops.create_orders(conn, batch, topic=topic)
+        ids.extend(order.id for order in created)
     return ids
 
 
@@ -94,11 +88,9 @@ async def _wait_drained(rt: Runtime, timeout: float) -> None:
 
 
 async def _one_order_latency(rt: Runtime, user: uuid.UUID, timeout: float) -> float:
-    from hsepay.orders import service as orders_service
-
     started = time.perf_counter()
     async with rt.engine("orders").begin() as conn:
-        order = await orders_service.create_order(
+        order = await orders_ops.create_order(
             conn, user_id=user, amount=1, description="latency", topic=rt.settings.kafka.orders_topic
         )
     deadline = time.monotonic() + timeout
@@ -112,7 +104,7 @@ async def _one_order_latency(rt: Runtime, user: uuid.UUID, timeout: float) -> fl
         await asyncio.sleep(0.001)
 
 
-async def run_bench(
+async def measure_saga(
     rt: Runtime, *, orders_count: int, users: int, latency_samples: int, rate: float, timeout: float
 ) -> BenchResult:
     suffix = uuid.uuid4().hex[:8]
@@ -122,7 +114,7 @@ async def run_bench(
         payment_status_topic=f"bench-{suffix}-payment-status",
         group_prefix=f"bench-{suffix}",
     )
-    rt = Runtime(settings=replace(rt.settings, kafka=kafka), db_urls=rt.db_urls, engines=rt.engines)
+    rt = Runtime(settings=replace(rt.settings, kafka=kafka), db_urls=rt.db_urls, engines=rt.engines, broker=rt.broker)
     people = [uuid.uuid4() for _ in range(users)]
     amount = 10
     per_user = -(-orders_count // users)
@@ -131,7 +123,7 @@ async def run_bench(
     timer = uuid.uuid4()  # the latency phase's own user, funded for every one of its orders
     await _fund(rt, [timer], balance=latency_samples + 1)
 
-    async with start_workers(rt, ["payments", "orders"]):
+    async with start_workers(rt, registry.with_database()):
         # Warm up: the first order also waits for both consumer groups to form (seconds on Tansu).
         await _one_order_latency(rt, timer, timeout=60)
         started = time.perf_counter()
@@ -147,7 +139,7 @@ async def run_bench(
     async with rt.engine("orders").connect() as conn:
         counts = dict((await conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status))).all())
     async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
-        report = await run_audit(p, o)
+        report = await check_invariants(p, o)
     latencies.sort()
     return BenchResult(
         orders=orders_count,

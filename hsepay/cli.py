@@ -6,10 +6,10 @@ import logging
 
 import typer
 
-from hsepay.commands import account, db, order
+from hsepay.commands import account, db, inbox, order, outbox
+from hsepay.commands.audit import audit
 from hsepay.commands.bench import bench
 from hsepay.commands.engines import broker, stop
-from hsepay.commands.inspect import audit, inbox_app, outbox_app
 from hsepay.commands.serve import serve
 from hsepay.commands.up import up
 from hsepay.commands.workers import consume, relay
@@ -31,8 +31,8 @@ app.command()(bench)
 app.add_typer(db.app, name="db")
 app.add_typer(account.app, name="account")
 app.add_typer(order.app, name="order")
-app.add_typer(outbox_app, name="outbox")
-app.add_typer(inbox_app, name="inbox")
+app.add_typer(outbox.app, name="outbox")
+app.add_typer(inbox.app, name="inbox")
 
 
 def main() -> None:

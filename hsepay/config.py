@@ -1,17 +1,21 @@
-"""Settings: one dataclass per concern, read from the environment once and cached.
+"""Settings: one dataclass per concern; each field binds its env var, default, parser and doc once.
 
-Nothing here connects to anything; a bad value raises ``ConfigError`` whose message names the
-variable, so the CLI can print one line and exit 2.
+Nothing here connects to anything. `Settings.from_env(env)` is the only way settings are built, in
+production and in tests alike; a bad value raises ``ConfigError`` whose message names the variable,
+so the CLI can print one line and exit 2. `Settings.documented()` lists every variable for the
+README and `hsepay doctor`.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -34,58 +38,64 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
-_ACCEPTED_DB_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+Parser = Callable[[str, str], Any]
+"""(raw value, variable name) -> parsed value, or ConfigError naming the variable."""
 
 
-def normalise_db_url(raw: str, variable: str) -> str:
-    """Turn a PostgreSQL URL into the SQLAlchemy psycopg 3 form, or raise ConfigError."""
-    raw = raw.strip()
-    try:
-        url: URL = make_url(raw)
-    except ArgumentError:
-        raise ConfigError(
-            f"{variable}: {raw!r} is not a database URL (expected postgresql://user:pass@host:port/dbname)"
-        ) from None
-    if url.drivername not in _ACCEPTED_DB_SCHEMES:
-        raise ConfigError(
-            f"{variable}: scheme {url.drivername!r} is not supported; hsepay runs on PostgreSQL only "
-            "(postgresql://user:pass@host:port/dbname)"
-        )
-    if not url.database:
-        raise ConfigError(f"{variable}: {raw!r} names no database (postgresql://host/dbname)")
-    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+@dataclass(frozen=True)
+class Setting:
+    env: str | None
+    parse: Parser | None
+    doc: str
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
-    return value
+def section(cls: type) -> Any:
+    """A nested settings dataclass, loaded from the same environment."""
+    return field(default_factory=cls, metadata={"section": cls})
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be > 0, got {value}")
-    return value
+def setting(default: Any, env: str | None, parse: Parser | None, doc: str) -> Any:
+    """A dataclass field whose env var, parser and doc travel with its default."""
+    kwargs: dict[str, Any] = (
+        {"default_factory": default} if callable(default) and not isinstance(default, type) else {"default": default}
+    )
+    return field(metadata={"setting": Setting(env, parse, doc)}, **kwargs)
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return None
+# --- parsers ---------------------------------------------------------------------------------
+
+
+def integer(minimum: int = 1, maximum: int = 2**31 - 1) -> Parser:
+    def parse(raw: str, name: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{name}: must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(minimum: float = 0.001, maximum: float = 10 * 365 * 24 * 3600.0) -> Parser:
+    """A finite duration in seconds: `nan`, `inf` and `1e309` are refused, not silently accepted."""
+
+    def parse(raw: str, name: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: {raw!r} is not a finite number of seconds")
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{name}: must be between {minimum:g} and {maximum:g} seconds, got {value:g}")
+        return value
+
+    return parse
+
+
+def boolean(raw: str, name: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -94,154 +104,246 @@ def _bool(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name}: {raw!r} is not a boolean (use true or false)")
 
 
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+def text(raw: str, name: str) -> str:
+    return raw.strip()
 
 
-def _name(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not _NAME.match(raw):
+_KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def kafka_name(raw: str, name: str) -> str:
+    raw = raw.strip()
+    if not _KAFKA_NAME.match(raw):
         raise ConfigError(f"{name}: {raw!r} is not a valid Kafka name (letters, digits, '.', '_', '-')")
     return raw
 
 
+def bootstrap_servers(raw: str, name: str) -> str:
+    servers = [server.strip() for server in raw.split(",")]
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"{name}: {server!r} is not host:port")
+    return ",".join(servers)
+
+
+def path(raw: str, name: str) -> Path:
+    return Path(raw.strip()).expanduser()
+
+
+_ACCEPTED_DB_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+
+
+def normalise_db_url(raw: str, variable: str) -> str:
+    """Turn a PostgreSQL URL into the SQLAlchemy psycopg 3 form, or raise ConfigError."""
+    raw = raw.strip()
+    try:
+        url: URL = make_url(raw)
+        port = url.port  # a non-numeric port raises ValueError here, not at connect time
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"{variable}: {_redacted(raw)!r} is not a database URL (expected postgresql://user:pass@host:port/dbname)"
+        ) from None
+    if url.drivername not in _ACCEPTED_DB_SCHEMES:
+        raise ConfigError(
+            f"{variable}: scheme {url.drivername!r} is not supported; hsepay runs on PostgreSQL only "
+            "(postgresql://user:pass@host:port/dbname)"
+        )
+    if not url.database:
+        raise ConfigError(f"{variable}: {_redacted(raw)!r} names no database (postgresql://host/dbname)")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"{variable}: port {port} is out of range")
+    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def _redacted(raw: str) -> str:
+    """A URL as it may appear in an error line: never with its password."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw)
+
+
+def database_url(raw: str, name: str) -> str:
+    return normalise_db_url(raw, name)
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
-    payments_url: str | None = None
-    """HSEPAY_PAYMENTS_DB, normalised; None means the embedded server's `payments` database."""
-    orders_url: str | None = None
-    """HSEPAY_ORDERS_DB, normalised; None means the embedded server's `orders` database."""
-    pool_size: int = 10
-    """HSEPAY_DB_POOL_SIZE: connections per service engine in one process."""
+    payments_url: str | None = setting(
+        None, "HSEPAY_PAYMENTS_DB", database_url, "PostgreSQL URL of the payments database; unset: embedded server"
+    )
+    orders_url: str | None = setting(
+        None,
+        "HSEPAY_ORDERS_DB",
+        database_url,
+        "PostgreSQL URL of the orders database (another database than payments); unset: embedded server",
+    )
+    pool_size: int = setting(10, "HSEPAY_DB_POOL_SIZE", integer(1, 1000), "connections per database and process")
 
-    def url_for(self, service: str) -> str | None:
-        """The configured URL of a service's database; None means the embedded one."""
-        return {"payments": self.payments_url, "orders": self.orders_url}[service]
+    def url_of(self, variable: str) -> str | None:
+        """The configured URL behind an env var (None: the embedded server); the registry names the variable."""
+        for f in fields(self):
+            if f.metadata["setting"].env == variable:
+                return getattr(self, f.name)
+        raise KeyError(variable)
 
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    bootstrap_servers: str | None = None
-    """HSEPAY_KAFKA: comma-separated bootstrap servers; None means the embedded Tansu broker."""
-    partitions: int = 6
-    """HSEPAY_KAFKA_PARTITIONS: partitions of each topic hsepay creates."""
-    replication_factor: int = 1
-    """HSEPAY_KAFKA_REPLICATION: replication factor of each topic hsepay creates."""
-    idempotence: bool | None = None
-    """HSEPAY_KAFKA_IDEMPOTENCE: producer idempotence; None = on for external brokers, off for the
-    embedded Tansu broker (it rejects InitProducerId)."""
-    orders_topic: str = "orders"
-    """HSEPAY_ORDERS_TOPIC: topic of payment requests (the seed's name by default)."""
-    payment_status_topic: str = "payment-status"
-    """HSEPAY_PAYMENT_STATUS_TOPIC: topic of payment results (the seed's name by default)."""
-    group_prefix: str = "hsepay"
-    """HSEPAY_GROUP_PREFIX: consumer groups are `<prefix>-payments` and `<prefix>-orders`."""
+    bootstrap_servers: str | None = setting(
+        None, "HSEPAY_KAFKA", bootstrap_servers, "bootstrap servers, comma-separated; unset: embedded broker"
+    )
+    partitions: int = setting(6, "HSEPAY_KAFKA_PARTITIONS", integer(1, 10_000), "partitions of topics hsepay creates")
+    replication_factor: int | None = setting(
+        None,
+        "HSEPAY_KAFKA_REPLICATION",
+        integer(1, 32),
+        "replication factor of topics hsepay creates; unset: min(3, brokers in the cluster)",
+    )
+    min_insync_replicas: int | None = setting(
+        None,
+        "HSEPAY_KAFKA_MIN_INSYNC",
+        integer(1, 32),
+        "min.insync.replicas of topics hsepay creates; unset: 2 when the replication factor is 3 or more",
+    )
+    idempotence: bool | None = setting(
+        None,
+        "HSEPAY_KAFKA_IDEMPOTENCE",
+        boolean,
+        "idempotent producers; unset: on, except for a broker that refuses InitProducerId (Tansu), with a warning",
+    )
+    delivery_timeout: float = setting(
+        30.0,
+        "HSEPAY_KAFKA_DELIVERY_TIMEOUT",
+        seconds(1, 600),
+        "seconds a published batch may wait for its acks before its producer is replaced and the rest re-sent",
+    )
+    orders_topic: str = setting("orders", "HSEPAY_ORDERS_TOPIC", kafka_name, "topic of payment requests")
+    payment_status_topic: str = setting(
+        "payment-status", "HSEPAY_PAYMENT_STATUS_TOPIC", kafka_name, "topic of payment results"
+    )
+    group_prefix: str = setting(
+        "hsepay", "HSEPAY_GROUP_PREFIX", kafka_name, "consumer groups are <prefix>-payments and <prefix>-orders"
+    )
 
 
 @dataclass(frozen=True)
 class RelaySettings:
-    batch_size: int = 1000
-    """HSEPAY_RELAY_BATCH: outbox rows claimed and published per round."""
-    poll_interval: float = 1.0
-    """HSEPAY_RELAY_POLL: seconds between polls when no NOTIFY arrives (a fallback, not a tick)."""
-    retention: float = 300.0
-    """HSEPAY_OUTBOX_RETENTION: seconds a sent outbox row is kept before it is purged."""
-    purge_interval: float = 30.0
-    """Seconds between purges of sent outbox rows."""
-    standby_interval: float = 1.0
-    """Seconds a standby relay waits between attempts to become the active one."""
-    max_backoff: float = 10.0
-    """Upper bound of the exponential backoff after broker errors, in seconds."""
+    batch_size: int = setting(1000, "HSEPAY_RELAY_BATCH", integer(1, 100_000), "outbox rows published per round")
+    poll_interval: float = setting(
+        1.0, "HSEPAY_RELAY_POLL", seconds(0.01, 60), "seconds between polls when no NOTIFY arrives (a fallback)"
+    )
+    retention: float = setting(
+        300.0, "HSEPAY_OUTBOX_RETENTION", seconds(), "seconds a sent outbox row is kept before it is purged"
+    )
+    purge_interval: float = setting(
+        30.0, "HSEPAY_OUTBOX_PURGE_INTERVAL", seconds(0.1), "seconds between purges of sent outbox rows"
+    )
+    standby_interval: float = setting(
+        1.0, "HSEPAY_RELAY_STANDBY_INTERVAL", seconds(0.01, 60), "seconds a standby relay waits between lock attempts"
+    )
+    lease: float = setting(
+        10.0,
+        "HSEPAY_RELAY_LEASE",
+        seconds(2, 3600),
+        "seconds without a sign of life after which PostgreSQL ends the active relay's session (and its lock)",
+    )
 
 
 @dataclass(frozen=True)
 class ConsumerSettings:
-    batch_size: int = 500
-    """HSEPAY_CONSUMER_BATCH: messages applied per database transaction at most."""
-    max_attempts: int = 5
-    """HSEPAY_CONSUMER_MAX_ATTEMPTS: failures of one message before it is quarantined."""
-    inbox_retention: float = 7 * 24 * 3600.0
-    """HSEPAY_INBOX_RETENTION: seconds a processed inbox row is kept (duplicates older than this are
-    still harmless: the payment decision and the ledger are unique per order id)."""
+    batch_size: int = setting(
+        500, "HSEPAY_CONSUMER_BATCH", integer(1, 100_000), "messages applied per inbox transaction at most"
+    )
+    max_attempts: int = setting(
+        5, "HSEPAY_CONSUMER_MAX_ATTEMPTS", integer(1, 1000), "failures of one message before it is quarantined"
+    )
+    inbox_retention: float = setting(
+        7 * 24 * 3600.0,
+        "HSEPAY_INBOX_RETENTION",
+        seconds(60),
+        "seconds a processed inbox row is kept (older duplicates stay harmless: decisions are unique per order)",
+    )
+    purge_interval: float = setting(
+        60.0, "HSEPAY_INBOX_PURGE_INTERVAL", seconds(0.1), "seconds between purges of old inbox rows"
+    )
 
 
 @dataclass(frozen=True)
 class SagaSettings:
-    redrive_after: float = 30.0
-    """HSEPAY_REDRIVE_AFTER: seconds an order may stay `created` before its payment request is re-sent."""
-    redrive_interval: float = 5.0
-    """Seconds between scans for orders to re-drive."""
+    redrive_after: float = setting(
+        30.0,
+        "HSEPAY_REDRIVE_AFTER",
+        seconds(0.1),
+        "seconds an order may stay `created` before its payment request is re-sent",
+    )
+    redrive_interval: float = setting(
+        5.0, "HSEPAY_REDRIVE_INTERVAL", seconds(0.05, 3600), "seconds between scans for orders to re-drive"
+    )
+    max_backoff: float = setting(
+        10.0, "HSEPAY_MAX_BACKOFF", seconds(0.1, 600), "upper bound of every retry backoff after a failure"
+    )
 
 
 @dataclass(frozen=True)
 class ApiSettings:
-    idempotency_ttl: float = 24 * 3600.0
-    """HSEPAY_IDEMPOTENCY_TTL: seconds an Idempotency-Key is remembered (as Stripe: 24 hours)."""
-    purge_interval: float = 600.0
-    """Seconds between purges of expired idempotency keys by each API process."""
+    idempotency_ttl: float = setting(
+        24 * 3600.0, "HSEPAY_IDEMPOTENCY_TTL", seconds(1), "seconds an Idempotency-Key is remembered"
+    )
+    purge_interval: float = setting(
+        600.0, "HSEPAY_IDEMPOTENCY_PURGE_INTERVAL", seconds(0.1), "seconds between purges of expired keys"
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = field(default_factory=lambda: Path(".hsepay"))
-    """HSEPAY_DATA_DIR: where embedded engines keep their files."""
-    db: DatabaseSettings = field(default_factory=DatabaseSettings)
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    relay: RelaySettings = field(default_factory=RelaySettings)
-    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
-    saga: SagaSettings = field(default_factory=SagaSettings)
-    api: ApiSettings = field(default_factory=ApiSettings)
-    auth_secret: str | None = None
-    """HSEPAY_AUTH_SECRET: bearer-token secret; unset means auth is off (development only)."""
+    data_dir: Path = setting(lambda: Path(".hsepay"), "HSEPAY_DATA_DIR", path, "files of the embedded engines")
+    auth_secret: str | None = setting(
+        None, "HSEPAY_AUTH_SECRET", text, "secret for bearer tokens; unset: auth off (development only)"
+    )
+    db: DatabaseSettings = section(DatabaseSettings)
+    kafka: KafkaSettings = section(KafkaSettings)
+    relay: RelaySettings = section(RelaySettings)
+    consumer: ConsumerSettings = section(ConsumerSettings)
+    saga: SagaSettings = section(SagaSettings)
+    api: ApiSettings = section(ApiSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        """Read every setting from `env` (default: the process environment)."""
+        return _load(cls, os.environ if env is None else env)
 
-        def db_url(name: str) -> str | None:
-            raw = env.get(name, "").strip()
-            return normalise_db_url(raw, name) if raw else None
-
-        kafka_raw = env.get("HSEPAY_KAFKA", "").strip()
-        if kafka_raw:
-            for server in kafka_raw.split(","):
-                host, _, port = server.strip().rpartition(":")
-                if not host or not port.isdigit():
-                    raise ConfigError(f"HSEPAY_KAFKA: {server!r} is not host:port")
-        return cls(
-            data_dir=Path(env.get("HSEPAY_DATA_DIR") or ".hsepay").expanduser(),
-            db=DatabaseSettings(
-                payments_url=db_url("HSEPAY_PAYMENTS_DB"),
-                orders_url=db_url("HSEPAY_ORDERS_DB"),
-                pool_size=_int(env, "HSEPAY_DB_POOL_SIZE", 10),
-            ),
-            kafka=KafkaSettings(
-                bootstrap_servers=kafka_raw or None,
-                partitions=_int(env, "HSEPAY_KAFKA_PARTITIONS", 6),
-                replication_factor=_int(env, "HSEPAY_KAFKA_REPLICATION", 1),
-                idempotence=_bool(env, "HSEPAY_KAFKA_IDEMPOTENCE"),
-                orders_topic=_name(env, "HSEPAY_ORDERS_TOPIC", "orders"),
-                payment_status_topic=_name(env, "HSEPAY_PAYMENT_STATUS_TOPIC", "payment-status"),
-                group_prefix=_name(env, "HSEPAY_GROUP_PREFIX", "hsepay"),
-            ),
-            relay=RelaySettings(
-                batch_size=_int(env, "HSEPAY_RELAY_BATCH", 1000),
-                poll_interval=_float(env, "HSEPAY_RELAY_POLL", 1.0),
-                retention=_float(env, "HSEPAY_OUTBOX_RETENTION", 300.0),
-            ),
-            consumer=ConsumerSettings(
-                batch_size=_int(env, "HSEPAY_CONSUMER_BATCH", 500),
-                max_attempts=_int(env, "HSEPAY_CONSUMER_MAX_ATTEMPTS", 5),
-                inbox_retention=_float(env, "HSEPAY_INBOX_RETENTION", 7 * 24 * 3600.0),
-            ),
-            saga=SagaSettings(redrive_after=_float(env, "HSEPAY_REDRIVE_AFTER", 30.0)),
-            api=ApiSettings(idempotency_ttl=_float(env, "HSEPAY_IDEMPOTENCY_TTL", 24 * 3600.0)),
-            auth_secret=env.get("HSEPAY_AUTH_SECRET") or None,
-        )
+    @classmethod
+    def documented(cls) -> list[tuple[str, Any, str]]:
+        """(variable, default, doc) of every setting, in declaration order."""
+        return [(s.env, default, s.doc) for s, default in _walk(cls) if s.env]
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
+
+
+def _load(cls: type, env: Mapping[str, str]) -> Any:
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if "section" in f.metadata:
+            values[f.name] = _load(f.metadata["section"], env)
+            continue
+        spec: Setting = f.metadata["setting"]
+        raw = env.get(spec.env) if spec.env else None
+        if raw is None or not raw.strip():
+            continue
+        values[f.name] = spec.parse(raw, spec.env) if spec.parse else raw
+    return cls(**values)
+
+
+def _walk(cls: type) -> Iterator[tuple[Setting, Any]]:
+    for f in fields(cls):
+        if "section" in f.metadata:
+            yield from _walk(f.metadata["section"])
+        else:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            yield f.metadata["setting"], default
 
 
 @functools.cache

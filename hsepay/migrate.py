@@ -10,20 +10,18 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, create_engine
 
-__all__ = ["SERVICES", "alembic_config", "current_revision", "head_revision", "metadata_for", "revision_of", "upgrade"]
+__all__ = ["alembic_config", "current_revision", "head_revision", "metadata_for", "revision_of", "upgrade"]
 
-SERVICES = ("payments", "orders")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def metadata_for(service: str) -> MetaData:
-    if service == "payments":
-        from hsepay.payments.tables import metadata
-    elif service == "orders":
-        from hsepay.orders.tables import metadata
-    else:
-        raise ValueError(f"unknown service {service!r}")
-    return metadata
+    from hsepay import registry
+
+    database = registry.get(service).database
+    if database is None:
+        raise registry.UnknownService(f"the {service} service has no database")
+    return database.metadata
 
 
 def alembic_config(service: str, url: str) -> Config:

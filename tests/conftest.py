@@ -16,11 +16,11 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from hsepay import embedded, migrate
+from hsepay import embedded, migrate, registry
 from hsepay.config import normalise_db_url
 from hsepay.db import create_engine
 
-SERVICES = migrate.SERVICES
+SERVICES = tuple(spec.name for spec in registry.with_database())
 _OWN_BASETEMP = pytest.StashKey[str]()
 
 
@@ -37,7 +37,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     own = config.stash.get(_OWN_BASETEMP, None)
     if own and not os.environ.get("HSEPAY_TEST_KEEP_TMP"):
         shutil.rmtree(own, ignore_errors=True)
-
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from hsepay.api.problems import (
 from hsepay.config import ApiSettings
 from hsepay.orders import tables as orders_tables
 from hsepay.payments import tables as payments_tables
-from hsepay.relay.timing import sleep_or_stop
+from hsepay.resilience import sleep_or_stop
 
 __all__ = ["create_orders_app", "create_payments_app"]
 

@@ -17,11 +17,12 @@ from hsepay.api.bodies import strict_body
 from hsepay.api.idempotent import run_idempotent
 from hsepay.errors import InvalidRequest
 from hsepay.idempotency import StoredResponse
-from hsepay.orders import service
-from hsepay.orders.model import MAX_AMOUNT, MAX_DESCRIPTION, Order
+from hsepay.ids import parse_uuid
+from hsepay.money import Amount
+from hsepay.orders import operations
+from hsepay.orders.model import MAX_DESCRIPTION, Order
 from hsepay.orders.tables import idempotency_keys
 
-Amount = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, description="minor units, 1..10^12")]
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 MAX_PAGE = 500
 
@@ -47,10 +48,10 @@ def _order_json(order: Order) -> dict:
 
 
 def _parse_order_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidRequest(f"order id {raw[:64]!r} is not a UUID") from None
+    order_id = parse_uuid(raw)
+    if order_id is None:
+        raise InvalidRequest(f"order id {raw[:64]!r} is not a UUID")
+    return order_id
 
 
 class OrderController(Controller):
@@ -69,7 +70,7 @@ class OrderController(Controller):
             raise InvalidRequest("description must not contain NUL characters")
 
         async def effect(conn) -> StoredResponse:
-            order = await service.create_order(
+            order = await operations.create_order(
                 conn, user_id=data.user_id, amount=data.amount, description=data.description, topic=orders_topic
             )
             body = OrderAccepted(
@@ -88,7 +89,7 @@ class OrderController(Controller):
     @get(["/orders/{order_id:str}", "/order/{order_id:str}"], summary="One order")
     async def get_order(self, engine: NamedDependency[AsyncEngine], order_id: FromPath[str]) -> dict:
         async with engine.connect() as conn:
-            return _order_json(await service.get_order(conn, _parse_order_id(order_id)))
+            return _order_json(await operations.get_order(conn, _parse_order_id(order_id)))
 
     @get("/orders", summary="Orders, newest first, paginated by cursor (Link rel=next)")
     async def list_orders(
@@ -101,7 +102,7 @@ class OrderController(Controller):
         cursor: FromQuery[Annotated[str | None, Parameter(max_length=200)]] = None,
     ) -> Response[list[dict]]:
         async with engine.connect() as conn:
-            page, next_cursor = await service.list_orders(
+            page, next_cursor = await operations.list_orders(
                 conn, user_id=user_id, status=status, limit=limit, cursor=cursor
             )
         headers = {}

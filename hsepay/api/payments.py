@@ -16,11 +16,10 @@ from hsepay.api.bodies import strict_body
 from hsepay.api.idempotent import run_idempotent
 from hsepay.errors import InvalidRequest
 from hsepay.idempotency import StoredResponse
-from hsepay.payments import service
-from hsepay.payments.model import MAX_AMOUNT
+from hsepay.ids import parse_uuid
+from hsepay.money import Amount
+from hsepay.payments import operations
 from hsepay.payments.tables import idempotency_keys
-
-Amount = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, description="minor units, 1..10^12")]
 
 
 class CreateAccount(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,7 +60,7 @@ class AccountController(Controller):
         data = await strict_body(request, CreateAccount)
 
         async def effect(conn) -> StoredResponse:
-            account = await service.create_account(conn, data.user_id)
+            account = await operations.create_account(conn, data.user_id)
             body = AccountCreated(
                 message="Account created",
                 user_id=account.user_id,
@@ -87,7 +86,7 @@ class AccountController(Controller):
 
         async def effect(conn) -> StoredResponse:
             reference = request.headers.get("idempotency-key")
-            account = await service.deposit(
+            account = await operations.deposit(
                 conn, owner, data.amount, reference=f"deposit:{owner}:{reference}" if reference else None
             )
             body = BalanceRefilled(message="Balance refilled", user_id=account.user_id, balance=account.balance)
@@ -102,12 +101,12 @@ class AccountController(Controller):
         user_id: FromQuery[Annotated[uuid.UUID, Parameter(description="the account's user")]],
     ) -> Balance:
         async with engine.connect() as conn:
-            account = await service.get_account(conn, user_id)
+            account = await operations.get_account(conn, user_id)
         return Balance(user_id=account.user_id, balance=account.balance)
 
 
 def _parse_user_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidRequest(f"user_id {raw[:64]!r} is not a UUID") from None
+    user_id = parse_uuid(raw)
+    if user_id is None:
+        raise InvalidRequest(f"user_id {raw[:64]!r} is not a UUID")
+    return user_id

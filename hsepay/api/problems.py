@@ -8,9 +8,10 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from hsepay.errors import Conflict, DomainError, InvalidRequest, NotFound
+from hsepay.resilience import describe, is_unavailable
 
 __all__ = ["problem_details_plugin", "undecodable_body_handler", "unexpected_error_handler"]
 
@@ -73,8 +74,8 @@ def _problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
 
 
 def database_error_handler(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
-    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+    if is_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
         return _problem(503, "Service unavailable", "the database is unavailable; retry later")
     log.exception("database error on %s %s", request.method, request.url.path)
     return _problem(500, "Internal error", "an unexpected database error occurred")

@@ -7,16 +7,24 @@ from typing import Annotated
 
 import typer
 
-from hsepay.commands.common import JsonOption, console, print_json, print_table, run, service_engine
-from hsepay.payments import service
-from hsepay.payments.model import MAX_AMOUNT
+from hsepay.commands.common import (
+    JsonOption,
+    console,
+    execute,
+    print_json,
+    print_table,
+    service_engine,
+    uuid_argument,
+)
+from hsepay.money import MAX_AMOUNT
+from hsepay.payments import operations
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Payment accounts: one per user, balances in minor units. Example: hsepay account balance <user-uuid>",
 )
 
-UserId = Annotated[uuid.UUID, typer.Argument(help="The user's UUID.", show_default=False)]
+UserId = Annotated[uuid.UUID, typer.Argument(help="The user's UUID.", show_default=False, parser=uuid_argument)]
 Amount = Annotated[int, typer.Argument(min=1, max=MAX_AMOUNT, help="Minor units, 1..10^12.", show_default=False)]
 
 
@@ -29,9 +37,9 @@ def create(user_id: UserId, as_json: JsonOption = False) -> None:
 
     async def body():
         async with service_engine("payments") as engine, engine.begin() as conn:
-            return await service.create_account(conn, user_id)
+            return await operations.create_account(conn, user_id)
 
-    account = run(body)
+    account = execute(body)
     if as_json:
         print_json({"message": "Account created", "user_id": account.user_id, "balance": account.balance})
     else:
@@ -47,9 +55,9 @@ def deposit(user_id: UserId, amount: Amount, as_json: JsonOption = False) -> Non
 
     async def body():
         async with service_engine("payments") as engine, engine.begin() as conn:
-            return await service.deposit(conn, user_id, amount)
+            return await operations.deposit(conn, user_id, amount)
 
-    account = run(body)
+    account = execute(body)
     if as_json:
         print_json({"message": "Balance refilled", "user_id": account.user_id, "balance": account.balance})
     else:
@@ -65,9 +73,9 @@ def balance(user_id: UserId, as_json: JsonOption = False) -> None:
 
     async def body():
         async with service_engine("payments") as engine, engine.connect() as conn:
-            return await service.get_account(conn, user_id)
+            return await operations.get_account(conn, user_id)
 
-    account = run(body)
+    account = execute(body)
     if as_json:
         print_json({"user_id": account.user_id, "balance": account.balance})
     else:
@@ -86,9 +94,9 @@ def list_(
 
     async def body():
         async with service_engine("payments") as engine, engine.connect() as conn:
-            return await service.list_accounts(conn, limit=limit)
+            return await operations.list_accounts(conn, limit=limit)
 
-    accounts = run(body)
+    accounts = execute(body)
     if as_json:
         print_json(accounts)
     else:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import psycopg
 import typer
 from psycopg import sql
 
-from hsepay import embedded, migrate
-from hsepay.bench import run_bench
+from hsepay import embedded, migrate, registry
+from hsepay.bench import measure_saga
 from hsepay.bootstrap import Runtime
-from hsepay.commands.common import EXIT_DOMAIN, EXIT_USAGE, JsonOption, fail, print_json, print_table, run
+from hsepay.commands.common import EXIT_DOMAIN, EXIT_USAGE, JsonOption, execute, fail, print_json, print_table
 from hsepay.config import ConfigError, get_settings, normalise_db_url
 
-BENCH_DATABASES = {"payments": "hsepay_bench_payments", "orders": "hsepay_bench_orders"}
+BENCH_DATABASES = {spec.name: f"hsepay_bench_{spec.name}" for spec in registry.with_database()}
 
 
 def _scratch_databases(settings) -> dict[str, str]:
@@ -52,20 +53,20 @@ def bench(
     except (ConfigError, embedded.EmbeddedError, psycopg.Error) as exc:
         raise fail(f"bench databases unavailable: {exc}", EXIT_USAGE) from None
     settings = settings.with_overrides(
-        db=settings.db.__class__(payments_url=urls["payments"], orders_url=urls["orders"])
+        db=replace(settings.db, payments_url=urls["payments"], orders_url=urls["orders"])
     )
     rt = Runtime(settings=settings, db_urls=urls)
 
     async def body():
         try:
-            return await run_bench(
+            return await measure_saga(
                 rt, orders_count=orders, users=users, latency_samples=latency_samples, rate=rate, timeout=timeout
             )
         finally:
             await rt.dispose()
 
     try:
-        result = run(body)
+        result = execute(body)
     except TimeoutError as exc:
         raise fail(str(exc), EXIT_DOMAIN) from None
     if as_json:

@@ -1,28 +1,34 @@
-"""What every command shares: the --json option, output, and one place that maps errors to exit codes."""
+"""What every command shares: options, output, and the one place that maps errors to exit codes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsepay import registry
 from hsepay.bootstrap import Runtime
 from hsepay.config import ConfigError, get_settings
 from hsepay.errors import DomainError
-from hsepay.migrate import SERVICES
+from hsepay.ids import parse_uuid
+from hsepay.registry import ServiceSpec
+from hsepay.resilience import describe, is_unavailable
 
 T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+ServiceArg = Annotated[str, typer.Argument(help="payments, orders or all")]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,39 +38,55 @@ EXIT_USAGE = 2
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
-    """Run an async command body; config problems exit 2, domain refusals exit 1, both with one line.
-
-    A database lost in the middle of a command is reported the same way as one unreachable at its
-    start (exit 2, one line), never as a traceback.
-    """
+def execute(body: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command body; config problems and lost infrastructure exit 2, domain refusals
+    exit 1, each with one line on stderr and never a traceback."""
     try:
-        return asyncio.run(coro_factory())
+        return asyncio.run(body())
     except ConfigError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except DomainError as exc:
         raise fail(str(exc), EXIT_DOMAIN) from None
-    except (OperationalError, InterfaceError) as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise fail(f"database unavailable: {reason}", EXIT_USAGE) from None
+    except KafkaError as exc:
+        raise fail(f"broker unavailable: {describe(exc)}", EXIT_USAGE) from None
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise fail(f"database unavailable: {describe(exc)}", EXIT_USAGE) from None
+        raise
 
 
-def runtime(services: Sequence[str] = SERVICES) -> Runtime:
+def services(choice: str, allowed: tuple[ServiceSpec, ...] | None = None) -> tuple[ServiceSpec, ...]:
+    """The services a SERVICE argument names (`all` or one); an unknown name is a usage error."""
+    try:
+        return registry.named(choice, allowed=allowed)
+    except registry.UnknownService as exc:
+        raise typer.BadParameter(str(exc), param_hint="SERVICE") from None
+
+
+def uuid_argument(value: str) -> uuid.UUID:
+    """Typer parser for ids: the same rule as the API (hsepay.ids)."""
+    parsed = parse_uuid(value)
+    if parsed is None:
+        raise typer.BadParameter(f"{value[:64]!r} is not a UUID")
+    return parsed
+
+
+def runtime(specs: Sequence[ServiceSpec] | None = None) -> Runtime:
     """Resolve settings into a Runtime; a bad setting becomes exit code 2 with one line."""
     try:
-        return Runtime.from_settings(get_settings(), tuple(services))
+        return Runtime.from_settings(get_settings(), specs)
     except ConfigError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(services: Sequence[str] = SERVICES) -> AsyncIterator[Runtime]:
+async def open_runtime(specs: Sequence[ServiceSpec] | None = None) -> AsyncIterator[Runtime]:
     """A Runtime for the command's services whose engines are disposed when the command ends."""
-    rt = runtime(services)
+    rt = runtime(specs)
     try:
         yield rt
     finally:
@@ -74,16 +96,18 @@ async def open_runtime(services: Sequence[str] = SERVICES) -> AsyncIterator[Runt
 @contextlib.asynccontextmanager
 async def service_engine(service: str) -> AsyncIterator[AsyncEngine]:
     """An engine on one service database, ready for use, disposed at the end of the command."""
-    async with open_runtime((service,)) as rt:
+    async with open_runtime((registry.get(service),)) as rt:
         yield await rt.ready_engine(service)
 
 
-def services_arg(value: str) -> tuple[str, ...]:
-    if value == "all":
-        return SERVICES
-    if value in SERVICES:
-        return (value,)
-    raise typer.BadParameter(f"expected payments, orders or all, got {value!r}")
+def printable(value: str) -> str:
+    """Text from data made safe for a terminal: control characters (escape sequences) shown as \\xNN."""
+    return "".join(ch if ch.isprintable() or ch in "\n" else f"\\x{ord(ch):02x}" for ch in value)
+
+
+def cell(value: Any) -> str:
+    """A table cell from data: printable and with Rich markup escaped, so data never styles output."""
+    return "" if value is None else escape(printable(str(value)))
 
 
 def print_json(value: Any) -> None:
@@ -91,9 +115,9 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*(cell(value) for value in row))
     console.print(table)

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from hsepay import migrate
 from hsepay.bootstrap import describe_db_error
-from hsepay.commands.common import EXIT_USAGE, JsonOption, console, fail, print_json, runtime, services_arg
+from hsepay.commands.common import EXIT_USAGE, JsonOption, console, fail, print_json, runtime, services
 from hsepay.config import ConfigError
 
 app = typer.Typer(
@@ -28,19 +28,20 @@ def upgrade(
 
     Example: hsepay db upgrade all
     """
-    services = services_arg(service)
-    rt = runtime(services)
+    specs = services(service)
+    rt = runtime(specs)
     results = {}
-    for name in services:
+    for spec in specs:
         try:
-            asyncio.run(rt.check_database(name))
+            asyncio.run(rt.check_database(spec.name))
         except ConfigError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
+        url = rt.db_urls[spec.name]
         try:
-            migrate.upgrade(name, rt.db_urls[name])
+            migrate.upgrade(spec.name, url)
         except DBAPIError as exc:
-            raise fail(describe_db_error(name, rt.db_urls[name], exc), EXIT_USAGE) from None
-        results[name] = migrate.current_revision(rt.db_urls[name])
+            raise fail(describe_db_error(rt.variable(spec.name), url, exc), EXIT_USAGE) from None
+        results[spec.name] = migrate.current_revision(url)
     if as_json:
         print_json(results)
     else:

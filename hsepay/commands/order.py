@@ -12,15 +12,17 @@ import typer
 from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
+    execute,
     fail,
     print_json,
     print_table,
-    run,
     service_engine,
+    uuid_argument,
 )
 from hsepay.config import get_settings
-from hsepay.orders import service
-from hsepay.orders.model import CREATED, MAX_AMOUNT, MAX_DESCRIPTION, Order
+from hsepay.money import MAX_AMOUNT
+from hsepay.orders import operations
+from hsepay.orders.model import CREATED, MAX_DESCRIPTION, Order
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -51,7 +53,9 @@ def _show(order: Order, as_json: bool) -> None:
 
 @app.command()
 def create(
-    user_id: Annotated[uuid.UUID, typer.Argument(help="The paying user's UUID.", show_default=False)],
+    user_id: Annotated[
+        uuid.UUID, typer.Argument(help="The paying user's UUID.", show_default=False, parser=uuid_argument)
+    ],
     amount: Annotated[int, typer.Argument(min=1, max=MAX_AMOUNT, help="Minor units, 1..10^12.", show_default=False)],
     description: Annotated[str, typer.Option(help=f"Free text, at most {MAX_DESCRIPTION} characters.")] = "",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the final status and print it.")] = False,
@@ -69,7 +73,7 @@ def create(
     async def body() -> Order:
         async with service_engine("orders") as engine:
             async with engine.begin() as conn:
-                order = await service.create_order(
+                order = await operations.create_order(
                     conn, user_id=user_id, amount=amount, description=description, topic=topic
                 )
             if not wait:
@@ -80,10 +84,10 @@ def create(
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
                 async with engine.connect() as conn:
-                    order = await service.get_order(conn, order.id)
+                    order = await operations.get_order(conn, order.id)
             return order
 
-    order = run(body)
+    order = execute(body)
     _show(order, as_json)
     if wait and order.status != "success":
         if order.status == CREATED:
@@ -95,7 +99,7 @@ def create(
 
 @app.command()
 def show(
-    order_id: Annotated[uuid.UUID, typer.Argument(help="The order's UUID.", show_default=False)],
+    order_id: Annotated[uuid.UUID, typer.Argument(help="The order's UUID.", show_default=False, parser=uuid_argument)],
     as_json: JsonOption = False,
 ) -> None:
     """Show one order (exit 1 if unknown).
@@ -105,14 +109,16 @@ def show(
 
     async def body() -> Order:
         async with service_engine("orders") as engine, engine.connect() as conn:
-            return await service.get_order(conn, order_id)
+            return await operations.get_order(conn, order_id)
 
-    _show(run(body), as_json)
+    _show(execute(body), as_json)
 
 
 @app.command("list")
 def list_(
-    user: Annotated[uuid.UUID | None, typer.Option("--user", help="Only this user's orders.")] = None,
+    user: Annotated[
+        uuid.UUID | None, typer.Option("--user", help="Only this user's orders.", parser=uuid_argument)
+    ] = None,
     status: Annotated[Status | None, typer.Option(help="Only orders in this status.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many orders.")] = 50,
     as_json: JsonOption = False,
@@ -124,10 +130,10 @@ def list_(
 
     async def body() -> list[Order]:
         async with service_engine("orders") as engine, engine.connect() as conn:
-            page, _ = await service.list_orders(conn, user_id=user, status=status, limit=limit)
+            page, _ = await operations.list_orders(conn, user_id=user, status=status, limit=limit)
             return page
 
-    orders = run(body)
+    orders = execute(body)
     if as_json:
         print_json(orders)
         return

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
-from hsepay.commands.common import run, runtime
-
-DEFAULT_PORTS = {"payments": 8080, "orders": 8081}
-
-
-class Api(StrEnum):
-    payments = "payments"
-    orders = "orders"
+from hsepay import registry
+from hsepay.commands.common import execute, runtime, services
 
 
 def serve(
-    api: Annotated[Api, typer.Argument(help="Which API to serve.")],
+    service: Annotated[str, typer.Argument(help=f"Which API to serve: {', '.join(registry.SERVICES)}.")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Port (default 8080 payments, 8081 orders).")
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Port (default: " + ", ".join(f"{s.default_port} {s.name}" for s in registry.SERVICES.values()) + ").",
+        ),
     ] = None,
     with_workers: Annotated[
         bool, typer.Option("--with-workers", help="Also run this service's outbox relay and inbox consumer.")
@@ -31,8 +29,8 @@ def serve(
 
     Example: hsepay serve payments --port 8080
     """
-    from hsepay.runner import serve_api
+    from hsepay.roles import serve_api
 
-    service = api.value
-    rt = runtime((service,))
-    run(lambda: serve_api(rt, service, host=host, port=port or DEFAULT_PORTS[service], with_workers=with_workers))
+    (spec,) = services(service, allowed=tuple(registry.SERVICES.values()))
+    rt = runtime((spec,))
+    execute(lambda: serve_api(rt, spec, host=host, port=port or spec.default_port, with_workers=with_workers))

@@ -11,13 +11,12 @@ from typing import Annotated
 import typer
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import func, select
 
-from hsepay import migrate
-from hsepay.bootstrap import Runtime, resolve_kafka, service_tables
-from hsepay.commands.common import EXIT_USAGE, console, fail, run, runtime
-from hsepay.relay.inbox_consumer import INFRASTRUCTURE_ERRORS
-from hsepay.runner import Workers, api_server, run_until_stopped, start_workers
+from hsepay import migrate, registry
+from hsepay.bootstrap import Runtime
+from hsepay.commands.common import EXIT_USAGE, console, execute, fail, runtime
+from hsepay.relay.backlog import outbox_status
+from hsepay.resilience import is_unavailable
 
 log = logging.getLogger("hsepay")
 
@@ -33,27 +32,26 @@ def _check_port(host: str, port: int, option: str) -> None:
             ) from None
 
 
-async def _pending(rt: Runtime, service: str) -> int | None:
-    outbox, _ = service_tables(service)
+async def _pending(rt: Runtime, spec: registry.ServiceSpec) -> int | None:
     try:
-        async with rt.engine(service).connect() as conn:
-            return (
-                await conn.execute(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None)))
-            ).scalar_one()
-    except INFRASTRUCTURE_ERRORS:
-        return None
+        async with rt.engine(spec.name).connect() as conn:
+            return (await outbox_status(conn, spec.database.outbox))["pending"]
+    except Exception as exc:
+        if is_unavailable(exc):
+            return None
+        raise
 
 
-async def _status_table(rt: Runtime, workers: Workers, urls: dict[str, str], broker: str) -> Table:
+async def _status_table(rt: Runtime, workers, urls: dict[str, str], broker: str) -> Table:
     table = Table(title=f"hsepay up — broker {broker} — Ctrl-C stops", title_justify="left")
     for column in ("service", "API", "outbox pending", "relay", "processed", "duplicates", "quarantined", "errors"):
         table.add_column(column)
-    for service in migrate.SERVICES:
-        relay, consumer = workers.relays[service], workers.consumers[service]
-        pending = await _pending(rt, service)
+    for spec in registry.with_database():
+        relay, consumer = workers.relays[spec.name], workers.consumers[spec.name]
+        pending = await _pending(rt, spec)
         table.add_row(
-            service,
-            urls[service],
+            spec.name,
+            urls[spec.name],
             "?" if pending is None else str(pending),
             "active" if relay.stats.active else "standby",
             str(consumer.stats.processed),
@@ -70,27 +68,31 @@ def up(
     orders_port: Annotated[int, typer.Option(min=1, max=65535, help="Orders API port.")] = 8081,
     status: Annotated[bool, typer.Option(help="Show a live status panel (on a terminal).")] = True,
 ) -> None:
-    """Run everything: embedded engines (unless URLs are set), migrations, both APIs, relays and consumers.
+    """Run everything: embedded engines (unless URLs are set), migrations, the APIs, relays and consumers.
 
     Example: hsepay up   # then: curl -X POST localhost:8080/accounts -d '{"user_id": "..."}'
     """
-    _check_port(host, payments_port, "--payments-port")
-    _check_port(host, orders_port, "--orders-port")
+    from hsepay.roles import api_server, start_workers, wait_for_signal
+
+    ports = {"payments": (payments_port, "--payments-port"), "orders": (orders_port, "--orders-port")}
+    apis = [spec for spec in registry.SERVICES.values() if spec.name in ports]
+    for spec in apis:
+        _check_port(host, *ports[spec.name])
     rt = runtime()
 
     async def body() -> None:
         try:
-            for service in migrate.SERVICES:
-                await rt.check_database(service)
-                await asyncio.to_thread(migrate.upgrade, service, rt.db_urls[service])
-            broker, _ = resolve_kafka(rt.settings)
-            urls = {"payments": f"http://{host}:{payments_port}", "orders": f"http://{host}:{orders_port}"}
-            servers = [api_server(rt, "payments", host, payments_port), api_server(rt, "orders", host, orders_port)]
-            async with start_workers(rt, migrate.SERVICES) as workers:
+            for spec in registry.with_database():
+                await rt.check_database(spec.name)
+                await asyncio.to_thread(migrate.upgrade, spec.name, rt.db_urls[spec.name])
+            broker = rt.broker_endpoint().bootstrap_servers
+            urls = {spec.name: f"http://{host}:{ports[spec.name][0]}" for spec in apis}
+            servers = [api_server(rt, spec, host, ports[spec.name][0]) for spec in apis]
+            async with start_workers(rt, registry.with_database()) as workers:
                 serving = [asyncio.create_task(server.serve()) for server in servers]
-                for service, url in urls.items():
-                    console.print(f"{service} API: {url}  (docs {url}/schema/swagger)")
-                waiting = asyncio.create_task(run_until_stopped(workers.stop))
+                for name, url in urls.items():
+                    console.print(f"{name} API: {url}  (docs {url}/schema/swagger)")
+                waiting = asyncio.create_task(wait_for_signal(workers.stop))
                 live = (
                     Live(await _status_table(rt, workers, urls, broker), console=console, refresh_per_second=2)
                     if status and console.is_terminal
@@ -111,4 +113,4 @@ def up(
         finally:
             await rt.dispose()
 
-    run(body)
+    execute(body)

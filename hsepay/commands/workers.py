@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
-import typer
-
-from hsepay.commands.common import open_runtime, run, services_arg
-from hsepay.runner import run_until_stopped, start_workers
+from hsepay.commands.common import ServiceArg, execute, open_runtime, services
 
 log = logging.getLogger("hsepay")
 
-ServiceArg = Annotated[str, typer.Argument(help="payments, orders or all")]
 
+def _run_workers(choice: str, *, relay: bool, consume: bool) -> None:
+    from hsepay.roles import start_workers, wait_for_signal
 
-def _run(service: str, *, relay: bool, consume: bool) -> None:
-    services = services_arg(service)
+    specs = services(choice)
 
     async def body() -> None:
-        async with open_runtime(services) as rt:
-            for name in services:
-                await rt.ready_engine(name)
-            async with start_workers(rt, services, relay=relay, consume=consume) as workers:
-                log.info("running %s for %s; Ctrl-C stops", "relay" if relay else "consumer", ", ".join(services))
-                await run_until_stopped(workers.stop)
+        async with open_runtime(specs) as rt:
+            for spec in specs:
+                await rt.ready_engine(spec.name)
+            async with start_workers(rt, specs, relay=relay, consume=consume) as workers:
+                log.info(
+                    "running %s for %s; Ctrl-C stops",
+                    "relay" if relay else "consumer",
+                    ", ".join(spec.name for spec in specs),
+                )
+                await wait_for_signal(workers.stop)
 
-    run(body)
+    execute(body)
 
 
 def relay(service: ServiceArg = "all") -> None:
@@ -34,7 +34,7 @@ def relay(service: ServiceArg = "all") -> None:
 
     Example: hsepay relay orders
     """
-    _run(service, relay=True, consume=False)
+    _run_workers(service, relay=True, consume=False)
 
 
 def consume(service: ServiceArg = "all") -> None:
@@ -42,4 +42,4 @@ def consume(service: ServiceArg = "all") -> None:
 
     Example: hsepay consume payments
     """
-    _run(service, relay=False, consume=True)
+    _run_workers(service, relay=False, consume=True)

@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, pool
 from hsepay.migrate import metadata_for
 
 
-def run(service: str) -> None:
+def migrate_online(service: str) -> None:
     config = context.config
     url = config.attributes.get("url")
     if not url:

@@ -10,7 +10,6 @@ import msgspec
 
 __all__ = ["Order", "OrderStatus", "PaymentResult"]
 
-MAX_AMOUNT = 10**12
 MAX_DESCRIPTION = 1000
 
 OrderStatus = Literal["created", "success", "failed"]

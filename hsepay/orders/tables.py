@@ -6,6 +6,8 @@ from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, Int
 
 from hsepay.db import new_metadata
 from hsepay.idempotency import idempotency_table
+from hsepay.money import MAX_AMOUNT
+from hsepay.orders.model import MAX_DESCRIPTION
 from hsepay.relay.store import inbox_table, outbox_table
 
 metadata = new_metadata()
@@ -24,8 +26,8 @@ orders = Table(
     # When the payment request was last (re-)sent; drives the re-drive of stuck orders.
     Column("payment_requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("payment_requests", Integer, nullable=False, server_default="1"),
-    CheckConstraint("amount BETWEEN 1 AND 1000000000000", name="amount_in_range"),
-    CheckConstraint("char_length(description) <= 1000", name="description_length"),
+    CheckConstraint(f"amount BETWEEN 1 AND {MAX_AMOUNT}", name="amount_in_range"),
+    CheckConstraint(f"char_length(description) <= {MAX_DESCRIPTION}", name="description_length"),
     CheckConstraint("status IN ('created', 'success', 'failed')", name="status_known"),
     CheckConstraint("(status = 'failed') = (reason IS NOT NULL)", name="reason_iff_failed"),
     Index("ix_orders_created_at_id", "created_at", "id"),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
+
+from hsepay.money import Amount
 
 __all__ = [
     "Account",
@@ -15,9 +17,6 @@ __all__ = [
     "PaymentRequest",
     "decide",
 ]
-
-MAX_AMOUNT = 10**12
-Amount = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT)]
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"

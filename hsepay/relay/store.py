@@ -6,8 +6,10 @@ Generic: nothing here knows what an order or a payment is.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Column,
     DateTime,
@@ -19,16 +21,21 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    any_,
+    bindparam,
+    delete,
     func,
     insert,
+    select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hsepay.relay.envelope import OutboxMessage
 
-__all__ = ["enqueue", "inbox_table", "notify_channel", "outbox_table"]
+__all__ = ["OutboxStore", "PendingRow", "PostgresOutbox", "enqueue", "inbox_table", "notify_channel", "outbox_table"]
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -104,3 +111,64 @@ async def enqueue(conn: AsyncConnection, outbox: Table, messages: Sequence[Outbo
     )
     # Delivered only if the transaction commits: the relay never wakes for a rolled-back row.
     await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(outbox)})
+
+
+class PendingRow(Protocol):
+    id: int
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+
+class OutboxStore(Protocol):
+    """What the relay needs of an outbox (PostgreSQL here; an in-memory one in unit tests)."""
+
+    async def pending(self, limit: int) -> Sequence[PendingRow]: ...
+
+    async def mark_sent(self, ids: Sequence[int]) -> None: ...
+
+    async def purge_sent(self, older_than: float, limit: int) -> int: ...
+
+
+class PostgresOutbox:
+    """An outbox table, read and marked by single autocommit statements.
+
+    No BEGIN/COMMIT round trips around them: they are on the path of every message's latency.
+    The engine's pool is shared.
+    """
+
+    def __init__(self, engine: AsyncEngine, table: Table) -> None:
+        self.table = table
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def pending(self, limit: int) -> Sequence[PendingRow]:
+        t = self.table
+        async with self._autocommit.connect() as conn:
+            result = await conn.execute(
+                select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+                .where(t.c.sent_at.is_(None))
+                .order_by(t.c.id)
+                .limit(limit)
+            )
+            return result.all()
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        t = self.table
+        async with self._autocommit.connect() as conn:
+            await conn.execute(
+                update(t).where(t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))).values(sent_at=func.now()),
+                {"ids": list(ids)},
+            )
+
+    async def purge_sent(self, older_than: float, limit: int) -> int:
+        t = self.table
+        expired = (
+            select(t.c.id)
+            .where(t.c.sent_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than))
+            .limit(limit)
+            .scalar_subquery()
+        )
+        async with self._autocommit.connect() as conn:
+            result = await conn.execute(delete(t).where(t.c.id.in_(expired)))
+        return result.rowcount

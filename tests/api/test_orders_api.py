@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
-from hsepay.orders import service
+from hsepay.orders import operations
 from hsepay.orders.model import PaymentResult
 from hsepay.orders.tables import orders, outbox
 
@@ -164,7 +164,9 @@ async def test_rolled_back_transaction_leaves_neither_order_nor_outbox_row(order
 
     with pytest.raises(Crash):
         async with orders_engine.begin() as conn:
-            created = await service.create_order(conn, user_id=uuid.uuid4(), amount=10, description="", topic="orders")
+            created = await operations.create_order(
+                conn, user_id=uuid.uuid4(), amount=10, description="", topic="orders"
+            )
             # Both rows exist inside the transaction ...
             assert (await conn.execute(select(func.count()).select_from(outbox))).scalar_one() == 1
             raise Crash
@@ -180,7 +182,7 @@ async def test_failed_outbox_insert_leaves_no_order(orders_client, orders_db, mo
     async def broken_enqueue(*args, **kwargs):
         raise RuntimeError("outbox unavailable")
 
-    monkeypatch.setattr(service, "enqueue", broken_enqueue)  # our own function, not the database
+    monkeypatch.setattr(operations, "enqueue", broken_enqueue)  # our own function, not the database
     response = await orders_client.post("/orders", json={"user_id": str(uuid.uuid4()), "amount": 10})
     # A server fault, not the client's: 500 as problem+json, with no internals in it.
     assert response.status_code == 500
@@ -248,7 +250,7 @@ async def test_list_orders_filters_by_user_and_status(orders_client, orders_engi
     alices = [(await place(orders_client, alice, amount=n)).json()["id"] for n in (1, 2, 3)]
     bobs = [(await place(orders_client, bob, amount=n)).json()["id"] for n in (4, 5)]
     async with orders_engine.begin() as conn:
-        settled = await service.apply_payment_results(
+        settled = await operations.apply_payment_results(
             conn, [(False, PaymentResult(order_id=uuid.UUID(alices[0]), reason="insufficient_funds"))]
         )
     assert settled == 1

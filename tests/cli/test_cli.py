@@ -16,6 +16,7 @@ from hsepay import migrate
 from hsepay.cli import app
 from hsepay.config import get_settings
 from tests.cli.helpers import invoke, ok, ok_json
+from tests.conftest import SERVICES
 
 CONTRACT_COMMANDS = [  # DESIGN §7, as far as this foundation builds it
     "db upgrade",
@@ -268,7 +269,7 @@ def test_serve_with_bad_setting_exits_2_before_serving(monkeypatch):
 
 def test_db_upgrade_all_json():
     revisions = ok_json("db", "upgrade", "all")
-    assert revisions == {service: migrate.head_revision(service) for service in migrate.SERVICES}
+    assert revisions == {service: migrate.head_revision(service) for service in SERVICES}
     assert all(revisions.values())
 
 

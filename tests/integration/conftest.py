@@ -12,43 +12,52 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from hsepay.bootstrap import Runtime
-from hsepay.config import ConsumerSettings, KafkaSettings, RelaySettings, SagaSettings, Settings
+from hsepay.bootstrap import BrokerEndpoint, Runtime
+from hsepay.config import Settings
 from hsepay.orders.tables import orders
+
+
+def saga_env(broker: str, data_dir, **overrides: str) -> dict[str, str]:
+    """The environment a saga test runs under: its own topics and consumer groups on the shared broker."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "HSEPAY_DATA_DIR": str(data_dir),
+        "HSEPAY_KAFKA": broker,
+        "HSEPAY_KAFKA_PARTITIONS": "3",
+        "HSEPAY_KAFKA_REPLICATION": os.environ.get("HSEPAY_TEST_KAFKA_REPLICATION", "1"),
+        "HSEPAY_KAFKA_IDEMPOTENCE": os.environ.get("HSEPAY_TEST_KAFKA_IDEMPOTENCE", "false"),
+        "HSEPAY_ORDERS_TOPIC": f"orders-{suffix}",
+        "HSEPAY_PAYMENT_STATUS_TOPIC": f"payment-status-{suffix}",
+        "HSEPAY_GROUP_PREFIX": f"test-{suffix}",
+        "HSEPAY_RELAY_POLL": "0.5",
+        "HSEPAY_RELAY_STANDBY_INTERVAL": "0.2",
+        "HSEPAY_OUTBOX_PURGE_INTERVAL": "3600",
+        "HSEPAY_CONSUMER_MAX_ATTEMPTS": "3",
+        "HSEPAY_REDRIVE_AFTER": "3600",
+        "HSEPAY_REDRIVE_INTERVAL": "0.5",
+        **overrides,
+    }
 
 
 @pytest.fixture
 def saga_settings(broker, data_dir) -> Settings:
-    """Settings for one test: its own topics and consumer groups on the shared broker."""
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        data_dir=data_dir,
-        kafka=KafkaSettings(
-            bootstrap_servers=broker,
-            partitions=3,
-            replication_factor=int(os.environ.get("HSEPAY_TEST_KAFKA_REPLICATION", "1")),
-            idempotence=os.environ.get("HSEPAY_TEST_KAFKA_IDEMPOTENCE", "false") == "true",
-            orders_topic=f"orders-{suffix}",
-            payment_status_topic=f"payment-status-{suffix}",
-            group_prefix=f"test-{suffix}",
-        ),
-        relay=RelaySettings(poll_interval=0.5, standby_interval=0.2, purge_interval=3600),
-        consumer=ConsumerSettings(batch_size=500, max_attempts=3),
-        saga=SagaSettings(redrive_after=3600, redrive_interval=0.5),
-    )
+    """Settings for one test, read from an environment the way production reads them."""
+    return Settings.from_env(saga_env(broker, data_dir))
 
 
 @pytest_asyncio.fixture
 async def runtime(saga_settings, db_urls, payments_engine, orders_engine) -> Runtime:
+    kafka = saga_settings.kafka
     return Runtime(
         settings=saga_settings,
         db_urls=db_urls,
         engines={"payments": payments_engine, "orders": orders_engine},
+        broker=BrokerEndpoint(kafka.bootstrap_servers, bool(kafka.idempotence), embedded=False),
     )
 
 
 def with_settings(rt: Runtime, **changes) -> Runtime:
-    return Runtime(settings=replace(rt.settings, **changes), db_urls=rt.db_urls, engines=rt.engines)
+    return Runtime(settings=replace(rt.settings, **changes), db_urls=rt.db_urls, engines=rt.engines, broker=rt.broker)
 
 
 async def wait_final(orders_engine, order_ids, timeout: float = 30.0) -> dict[uuid.UUID, tuple[str, str | None]]:

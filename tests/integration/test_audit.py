@@ -8,15 +8,15 @@ import pytest
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 
-from hsepay.orders import service as orders_service
+from hsepay.orders import operations as orders_ops
 from hsepay.orders.model import PaymentResult
 from hsepay.orders.tables import orders
-from hsepay.payments import service as payments_service
+from hsepay.payments import operations as payments_ops
 from hsepay.payments.model import PaymentRequest
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
-from hsepay.runner import start_workers
+from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.integration.support import assert_audit_ok, audit, open_account, place_order
+from tests.support import assert_audit_ok, audit, open_account, place_order, specs
 
 TOPIC = "orders-audit-unused"  # these tests settle orders by hand; nothing is relayed
 
@@ -32,13 +32,13 @@ def examples(report, name: str) -> list[str]:
 async def settle(payments_engine, orders_engine, order_ids) -> None:
     """What the saga does, without Kafka: decide the payments, then settle the orders."""
     async with orders_engine.connect() as conn:
-        placed = [await orders_service.get_order(conn, order_id) for order_id in order_ids]
+        placed = [await orders_ops.get_order(conn, order_id) for order_id in order_ids]
     async with payments_engine.begin() as conn:
-        decisions = await payments_service.process_payments(
+        decisions = await payments_ops.process_payments(
             conn, [PaymentRequest(order_id=o.id, user_id=o.user_id, amount=o.amount) for o in placed]
         )
     async with orders_engine.begin() as conn:
-        await orders_service.apply_payment_results(
+        await orders_ops.apply_payment_results(
             conn, [(d.succeeded, PaymentResult(order_id=d.order_id, reason=d.reason)) for d in decisions]
         )
 
@@ -68,7 +68,7 @@ async def test_audit_ok_after_a_real_saga_run(runtime, payments_engine, orders_e
     ids += [await place_order(orders_engine, poor, 15, topic) for _ in range(3)]
     ids.append(await place_order(orders_engine, uuid.uuid4(), 1, topic))
 
-    async with start_workers(runtime, ["payments", "orders"]):
+    async with start_workers(runtime, specs("payments", "orders")):
         final = await wait_final(orders_engine, ids)
 
     assert [status for status, _ in final.values()].count("success") == 6
@@ -165,7 +165,7 @@ async def test_conservation_alone_debit_for_an_order_the_orders_side_does_not_kn
     """The payments side is self-consistent (decision, debit, balance), but the money paid for an
     order that does not exist: only conservation can tell."""
     async with payments_engine.begin() as conn:
-        await payments_service.process_payments(
+        await payments_ops.process_payments(
             conn, [PaymentRequest(order_id=uuid.uuid4(), user_id=settled["rich"], amount=123)]
         )
     report = await audit(payments_engine, orders_engine)
@@ -178,9 +178,9 @@ async def test_conservation_alone_debit_for_an_order_the_orders_side_does_not_kn
 async def test_conservation_names_orders_in_flight(settled, payments_engine, orders_engine):
     """Decided and debited but not yet settled on the orders side: reported as in flight."""
     async with orders_engine.connect() as conn:
-        waiting = await orders_service.get_order(conn, settled["waiting"])
+        waiting = await orders_ops.get_order(conn, settled["waiting"])
     async with payments_engine.begin() as conn:
-        await payments_service.process_payments(
+        await payments_ops.process_payments(
             conn, [PaymentRequest(order_id=waiting.id, user_id=waiting.user_id, amount=waiting.amount)]
         )
     report = await audit(payments_engine, orders_engine)

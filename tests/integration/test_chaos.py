@@ -10,49 +10,22 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select
 
 from hsepay import embedded
-from hsepay.audit import run_audit
-from hsepay.bootstrap import Runtime
-from hsepay.orders import service as orders_service
+from hsepay.bootstrap import BrokerEndpoint, Runtime
 from hsepay.orders.tables import outbox as orders_outbox
-from hsepay.payments import service as payments_service
+from hsepay.payments import operations as payments_ops
 from hsepay.payments.tables import ledger_entries
-from hsepay.relay.inspect import outbox_status
-from hsepay.runner import start_workers
+from hsepay.relay.backlog import outbox_status
+from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
+from tests.support import assert_audit_ok, open_account, place_orders, specs
 
 pytestmark = pytest.mark.chaos
-
-
-async def _funded_user(payments_engine, amount: int) -> uuid.UUID:
-    user = uuid.uuid4()
-    async with payments_engine.begin() as conn:
-        await payments_service.create_account(conn, user)
-        await payments_service.deposit(conn, user, amount)
-    return user
-
-
-async def _place(orders_engine, topic: str, user: uuid.UUID, amount: int, count: int) -> list[uuid.UUID]:
-    ids = []
-    for _ in range(count):
-        async with orders_engine.begin() as conn:
-            order = await orders_service.create_order(
-                conn, user_id=user, amount=amount, description="chaos", topic=topic
-            )
-        ids.append(order.id)
-    return ids
-
-
-async def _assert_audit_ok(payments_engine, orders_engine) -> None:
-    async with payments_engine.connect() as p, orders_engine.connect() as o:
-        report = await run_audit(p, o)
-    assert report.ok, report.to_json()
 
 
 def _worker_env(rt: Runtime) -> dict[str, str]:
@@ -86,13 +59,13 @@ async def test_standby_relay_takes_over_after_kill_9(runtime, payments_engine, o
     env = _worker_env(runtime)
     relays = [subprocess.Popen([sys.executable, "-m", "hsepay.cli", "relay", "orders"], env=env) for _ in range(2)]
     try:
-        user = await _funded_user(payments_engine, 10_000)
+        user = await open_account(payments_engine, 10_000)
         topic = runtime.settings.kafka.orders_topic
-        async with start_workers(runtime, ["payments"]), start_workers(runtime, ["orders"], relay=False):
+        async with start_workers(runtime, specs("payments")), start_workers(runtime, specs("orders"), relay=False):
             first = await _active_relay_pid(orders_engine)
             assert first in {p.pid for p in relays}
-            before = await _place(orders_engine, topic, user, 10, 100)
-            placing = asyncio.create_task(_place(orders_engine, topic, user, 10, 100))
+            before = await place_orders(orders_engine, user, 10, topic, 100)
+            placing = asyncio.create_task(place_orders(orders_engine, user, 10, topic, 100))
             await asyncio.sleep(0.05)
             os.kill(first, signal.SIGKILL)  # mid-flight: orders keep arriving
             after = await placing
@@ -109,10 +82,10 @@ async def test_standby_relay_takes_over_after_kill_9(runtime, payments_engine, o
                     select(func.count()).select_from(ledger_entries).where(ledger_entries.c.kind == "debit")
                 )
             ).scalar()
-            balance = (await payments_service.get_account(conn, user)).balance
+            balance = (await payments_ops.get_account(conn, user)).balance
         assert debits == 200
         assert balance == 10_000 - 200 * 10
-        await _assert_audit_ok(payments_engine, orders_engine)
+        await assert_audit_ok(payments_engine, orders_engine)
     finally:
         for proc in relays:
             with contextlib.suppress(ProcessLookupError):
@@ -150,18 +123,19 @@ async def test_broker_restart_loses_messages_and_redrive_recovers(
         ),
         db_urls=runtime.db_urls,
         engines=runtime.engines,
+        broker=BrokerEndpoint(address, False, embedded=True),
     )
     topic = rt.settings.kafka.orders_topic
-    user = await _funded_user(payments_engine, 100_000)
-    poor = await _funded_user(payments_engine, 5)
-    async with start_workers(rt, ["payments", "orders"]):
-        settled = await _place(orders_engine, topic, user, 7, 30)
+    user = await open_account(payments_engine, 100_000)
+    poor = await open_account(payments_engine, 5)
+    async with start_workers(rt, specs("payments", "orders")):
+        settled = await place_orders(orders_engine, user, 7, topic, 30)
         await wait_final(orders_engine, settled, timeout=30)
 
-        in_flight = await _place(orders_engine, topic, user, 7, 30)
+        in_flight = await place_orders(orders_engine, user, 7, topic, 30)
         _kill_broker(directory)  # memory storage: every topic, message and offset is gone
-        while_down = await _place(orders_engine, topic, user, 7, 30)
-        refused = await _place(orders_engine, topic, poor, 7, 3)
+        while_down = await place_orders(orders_engine, user, 7, topic, 30)
+        refused = await place_orders(orders_engine, poor, 7, topic, 3)
         await asyncio.sleep(1.0)
         assert embedded.ensure_broker(directory, port=port) == f"127.0.0.1:{port}"
 
@@ -172,6 +146,6 @@ async def test_broker_restart_loses_messages_and_redrive_recovers(
     for order_id in refused:
         assert final[order_id] == ("failed", "insufficient_funds")
     async with payments_engine.connect() as conn:
-        assert (await payments_service.get_account(conn, user)).balance == 100_000 - 90 * 7
-        assert (await payments_service.get_account(conn, poor)).balance == 5
-    await _assert_audit_ok(payments_engine, orders_engine)
+        assert (await payments_ops.get_account(conn, user)).balance == 100_000 - 90 * 7
+        assert (await payments_ops.get_account(conn, poor)).balance == 5
+    await assert_audit_ok(payments_engine, orders_engine)

@@ -10,23 +10,23 @@ from dataclasses import replace
 import msgspec
 from sqlalchemy import delete, select
 
-from hsepay.bootstrap import build_consumer, consumer_group, service_handlers
+from hsepay import registry
 from hsepay.config import ConsumerSettings
 from hsepay.orders.tables import inbox as orders_inbox
 from hsepay.orders.tables import outbox as orders_outbox
-from hsepay.payments.handlers import make_handlers as payments_handlers
 from hsepay.payments.model import PaymentRequest
+from hsepay.payments.reactions import make_handlers as payments_handlers
 from hsepay.payments.tables import inbox as payments_inbox
 from hsepay.payments.tables import ledger_entries, payment_decisions
 from hsepay.payments.tables import outbox as payments_outbox
+from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.envelope import new_message
-from hsepay.relay.handlers import EventHandler
-from hsepay.relay.inbox_consumer import InboxConsumer, retry_quarantined
-from hsepay.relay.inspect import inbox_status
+from hsepay.relay.inbound import EventHandler
+from hsepay.relay.quarantine import inbox_status, retry_quarantined
 from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
-from hsepay.runner import start_workers
+from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final, with_settings
-from tests.integration.support import (
+from tests.support import (
     assert_audit_ok,
     broker_of,
     committed_offsets,
@@ -41,6 +41,7 @@ from tests.integration.support import (
     place_order,
     poll_until,
     publish,
+    specs,
     wait_caught_up,
 )
 
@@ -67,8 +68,8 @@ async def test_same_event_delivered_twice_through_kafka_debits_once(runtime, pay
 
     # The orders relay stays off: the only copies of order.created are the two published here.
     async with (
-        start_workers(runtime, ["payments"]),
-        start_workers(runtime, ["orders"], relay=False),
+        start_workers(runtime, specs("payments")),
+        start_workers(runtime, specs("orders"), relay=False),
         kafka_producer(runtime.settings.kafka.bootstrap_servers) as producer,
     ):
         first = await publish(producer, row)
@@ -90,7 +91,6 @@ async def test_same_event_delivered_twice_through_kafka_debits_once(runtime, pay
 
 async def test_same_batch_applied_twice_has_one_effect(runtime, payments_engine, orders_engine):
     topic = runtime.settings.kafka.orders_topic
-    broker = broker_of(runtime)
     rich = await open_account(payments_engine, 500)
     poor = await open_account(payments_engine, 50)
     paid = await place_order(orders_engine, rich, 200, topic)
@@ -98,7 +98,7 @@ async def test_same_batch_applied_twice_has_one_effect(runtime, payments_engine,
     async with orders_engine.connect() as conn:
         rows = (await conn.execute(select(orders_outbox).order_by(orders_outbox.c.id))).all()
     messages = outbox_messages(rows)
-    payments = build_consumer(runtime, "payments", broker)
+    payments = runtime.build_consumer(registry.get("payments"))
 
     assert await payments.apply(messages + messages[:1])  # a duplicate inside the batch, too
     assert await payments.apply(messages)
@@ -118,7 +118,7 @@ async def test_same_batch_applied_twice_has_one_effect(runtime, payments_engine,
     assert len(answers) == 2
 
     # Close the loop by hand: the orders consumer applies the answers, twice.
-    orders = build_consumer(runtime, "orders", broker_of(runtime, "orders"))
+    orders = runtime.build_consumer(registry.get("orders"))
     assert await orders.apply(outbox_messages(answers))
     assert await orders.apply(outbox_messages(answers))
     assert (await orders_snapshot(orders_engine))[paid][:2] == ("success", None)
@@ -139,7 +139,7 @@ async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, paym
         user = (users + [stranger])[i % 4]
         ids.append(await place_order(orders_engine, user, 10 + 20 * (i % 3), topic))
 
-    async with start_workers(runtime, ["payments", "orders"]):
+    async with start_workers(runtime, specs("payments", "orders")):
         final = await wait_final(orders_engine, ids)
         await wait_caught_up(runtime, "payments", topic)
     assert {status for status, _ in final.values()} == {"success", "failed"}
@@ -151,7 +151,7 @@ async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, paym
 
     # 1. A new consumer group reads the orders topic from offset 0: every event is an inbox duplicate.
     replay = _regrouped(runtime, f"{runtime.settings.kafka.group_prefix}-replay1")
-    async with start_workers(replay, ["payments"], relay=False) as workers:
+    async with start_workers(replay, specs("payments"), relay=False) as workers:
         await wait_caught_up(replay, "payments", topic)
         stats = workers.consumers["payments"].stats
     assert stats.processed == 0
@@ -164,7 +164,10 @@ async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, paym
         deleted = await conn.execute(delete(payments_inbox).where(payments_inbox.c.consumer == "payments"))
     assert deleted.rowcount == len(ids)
     replay = _regrouped(runtime, f"{runtime.settings.kafka.group_prefix}-replay2")
-    async with start_workers(replay, ["payments"]) as workers, start_workers(runtime, ["orders"], relay=False):
+    async with (
+        start_workers(replay, specs("payments")) as workers,
+        start_workers(runtime, specs("orders"), relay=False),
+    ):
         await wait_caught_up(replay, "payments", topic)
         assert workers.consumers["payments"].stats.processed == len(ids)
         # The orders side receives a second answer for every order and settles nothing new.
@@ -236,14 +239,14 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(r
         partitions |= {meta.partition for meta in poison.values()}
         assert len(partitions) == 1  # one key, one partition: poison sits between valid orders
 
-        async with start_workers(runtime, ["payments"]), start_workers(runtime, ["orders"], relay=False):
+        async with start_workers(runtime, specs("payments")), start_workers(runtime, specs("orders"), relay=False):
             final = await wait_final(orders_engine, ids)
             await wait_caught_up(runtime, "payments", topic)
 
     assert set(final.values()) == {("success", None)}
     (partition,) = partitions
     last_poison = max(meta.offset for meta in poison.values())
-    committed = await committed_offsets(kafka.bootstrap_servers, consumer_group(runtime.settings, "payments"), topic)
+    committed = await committed_offsets(kafka.bootstrap_servers, runtime.consumer_group("payments"), topic)
     assert committed[partition] is not None and committed[partition] > last_poison
 
     async with payments_engine.connect() as conn:
@@ -263,7 +266,7 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(r
     assert seen[(poison["negative"].partition, poison["negative"].offset)]["event_id"] == str(negative.event_id)
 
     # Retrying cannot cure malformed messages: they stay quarantined, and say they were retried.
-    _, handlers = service_handlers("payments", runtime.settings)
+    handlers = registry.get("payments").handlers(runtime.settings)
     assert await retry_quarantined(payments_engine, payments_inbox, consumer="payments", handlers=handlers) == (0, 4)
     async with payments_engine.connect() as conn:
         status = await inbox_status(conn, payments_inbox, "payments")
@@ -293,19 +296,19 @@ async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(ru
     consumer = InboxConsumer(
         name="payments",
         engine=payments_engine,
-        inbox=payments_inbox,
+        inbox_table=payments_inbox,
         handlers={"order.created": EventHandler(schema=PaymentRequest, apply=flaky)},
         broker=broker_of(runtime),
         topics=(topic,),
-        group_id=consumer_group(runtime.settings, "payments"),
+        group_id=runtime.consumer_group("payments"),
         settings=ConsumerSettings(batch_size=500, max_attempts=3),
     )
     stop = asyncio.Event()
     async with (
-        start_workers(runtime, ["payments"], consume=False),  # the payments relay sends the answers
-        start_workers(runtime, ["orders"]),  # the orders relay sends the requests
+        start_workers(runtime, specs("payments"), consume=False),  # the payments relay sends the answers
+        start_workers(runtime, specs("orders")),  # the orders relay sends the requests
     ):
-        task = asyncio.create_task(consumer.run(stop))
+        task = asyncio.create_task(consumer.consume_forever(stop))
         try:
             await wait_final(orders_engine, [healthy])
             await wait_caught_up(runtime, "payments", topic)
@@ -324,7 +327,7 @@ async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(ru
         assert (await orders_snapshot(orders_engine))[doomed][0] == "created"
 
         # The fix is deployed: retrying applies the quarantined message with the real handlers.
-        _, handlers = service_handlers("payments", runtime.settings)
+        handlers = registry.get("payments").handlers(runtime.settings)
         assert await retry_quarantined(payments_engine, payments_inbox, consumer="payments", handlers=handlers) == (
             1,
             0,

@@ -6,9 +6,10 @@ import pytest
 from alembic import command
 
 from hsepay import migrate
+from tests.conftest import SERVICES
 
 
-@pytest.mark.parametrize("service", migrate.SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_upgrade_from_empty_then_models_match(service, empty_database):
     assert migrate.current_revision(empty_database) is None
     migrate.upgrade(service, empty_database)
@@ -19,7 +20,7 @@ def test_upgrade_from_empty_then_models_match(service, empty_database):
     migrate.upgrade(service, empty_database)
 
 
-@pytest.mark.parametrize("service", migrate.SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_downgrade_to_base_and_back(service, empty_database):
     migrate.upgrade(service, empty_database)
     command.downgrade(migrate.alembic_config(service, empty_database), "base")

@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from hsepay.api.app import create_orders_app, create_payments_app
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
-from hsepay.runner import start_workers
+from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
+from tests.support import specs
 
 
 async def _account(client, balance: int) -> str:
@@ -32,7 +33,7 @@ async def test_funded_unfunded_and_unknown_account(runtime, payments_engine, ord
     async with (
         AsyncTestClient(create_payments_app(payments_engine)) as payments,
         AsyncTestClient(create_orders_app(orders_engine, orders_topic=runtime.settings.kafka.orders_topic)) as orders,
-        start_workers(runtime, ["payments", "orders"]),
+        start_workers(runtime, specs("payments", "orders")),
     ):
         rich = await _account(payments, 1000)
         poor = await _account(payments, 10)
@@ -58,7 +59,7 @@ async def test_concurrent_orders_never_overdraw(runtime, payments_engine, orders
         AsyncTestClient(create_orders_app(orders_engine, orders_topic=runtime.settings.kafka.orders_topic)) as orders,
     ):
         user = await _account(payments, 500)
-        async with start_workers(runtime, ["payments", "orders"]):
+        async with start_workers(runtime, specs("payments", "orders")):
             ids = await asyncio.gather(*(_order(orders, user, 10) for _ in range(200)))
             final = await wait_final(orders_engine, ids)
 

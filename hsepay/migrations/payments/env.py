@@ -1,5 +1,5 @@
 """Alembic environment of the payments database; the URL comes from hsepay's settings (see hsepay.migrate)."""
 
-from hsepay.migrations.env_common import run
+from hsepay.migrations.env_common import migrate_online
 
-run("payments")
+migrate_online("payments")

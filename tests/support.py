@@ -10,21 +10,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsepay.audit import AuditReport, run_audit
-from hsepay.bootstrap import Runtime, all_topics, broker_config, consumer_group
-from hsepay.orders import service as orders_service
+from hsepay import registry
+from hsepay.audit import AuditReport, check_invariants
+from hsepay.bootstrap import Runtime
+from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import orders
 from hsepay.orders.tables import outbox as orders_outbox
-from hsepay.payments import service as payments_service
+from hsepay.payments import operations as payments_ops
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
+from hsepay.relay.broker import BrokerConfig, ensure_topics, partition_offsets
 from hsepay.relay.envelope import OutboxMessage
-from hsepay.relay.inbox_consumer import Message
-from hsepay.relay.kafka import BrokerConfig, ensure_topics
+from hsepay.relay.inbound import Message
 
 T = TypeVar("T")
 
@@ -35,17 +35,24 @@ T = TypeVar("T")
 async def open_account(payments_engine: AsyncEngine, balance: int) -> uuid.UUID:
     user = uuid.uuid4()
     async with payments_engine.begin() as conn:
-        await payments_service.create_account(conn, user)
+        await payments_ops.create_account(conn, user)
         if balance:
-            await payments_service.deposit(conn, user, balance)
+            await payments_ops.deposit(conn, user, balance)
     return user
 
 
 async def place_order(orders_engine: AsyncEngine, user: uuid.UUID, amount: int, topic: str) -> uuid.UUID:
     """Create an order; its `order.created` waits in the orders outbox for a relay (or for us)."""
     async with orders_engine.begin() as conn:
-        order = await orders_service.create_order(conn, user_id=user, amount=amount, description="test", topic=topic)
+        order = await orders_ops.create_order(conn, user_id=user, amount=amount, description="test", topic=topic)
     return order.id
+
+
+async def place_orders(
+    orders_engine: AsyncEngine, user: uuid.UUID, amount: int, topic: str, count: int
+) -> list[uuid.UUID]:
+    """`count` orders, one transaction each (as concurrent API requests would write them)."""
+    return [await place_order(orders_engine, user, amount, topic) for _ in range(count)]
 
 
 async def order_created_row(orders_engine: AsyncEngine, order_id: uuid.UUID) -> Any:
@@ -74,12 +81,17 @@ def outbox_messages(rows: Sequence[Any]) -> list[Message]:
 
 
 def broker_of(rt: Runtime, service: str = "payments") -> BrokerConfig:
-    kafka = rt.settings.kafka
-    return broker_config(rt.settings, kafka.bootstrap_servers, bool(kafka.idempotence), service)
+    return rt.broker_config(service)
 
 
 async def ensure_saga_topics(rt: Runtime) -> None:
-    await ensure_topics(broker_of(rt), all_topics(rt.settings))
+    kafka = rt.settings.kafka
+    await ensure_topics(broker_of(rt), (kafka.orders_topic, kafka.payment_status_topic))
+
+
+def specs(*names: str) -> tuple[registry.ServiceSpec, ...]:
+    """Registry entries by name, for start_workers and friends."""
+    return tuple(registry.get(name) for name in names)
 
 
 @contextlib.asynccontextmanager
@@ -102,36 +114,19 @@ async def publish(producer: AIOKafkaProducer, message: OutboxMessage | Any, *, p
 
 async def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[int, int | None]:
     """The committed offset of every partition of `topic` for a consumer group (None: never committed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        return {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
-    finally:
-        await consumer.stop()
+    offsets = await partition_offsets(BrokerConfig(bootstrap, False), group_id, [topic])
+    return {tp.partition: committed for tp, (_, committed) in offsets.items()}
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
+    offsets = await partition_offsets(BrokerConfig(bootstrap, False), None, [topic])
+    return {tp.partition: end for tp, (end, _) in offsets.items()}
 
 
 async def wait_caught_up(rt: Runtime, service: str, topic: str, timeout: float = 30.0) -> None:
     """Poll until the service's consumer group has committed every message of `topic`."""
     bootstrap = rt.settings.kafka.bootstrap_servers
-    group = consumer_group(rt.settings, service)
+    group = rt.consumer_group(service)
 
     async def caught_up() -> bool:
         ends = await end_offsets(bootstrap, topic)
@@ -202,7 +197,7 @@ async def count(engine: AsyncEngine, table, *where) -> int:
 
 async def audit(payments_engine: AsyncEngine, orders_engine: AsyncEngine) -> AuditReport:
     async with payments_engine.connect() as p, orders_engine.connect() as o:
-        return await run_audit(p, o)
+        return await check_invariants(p, o)
 
 
 async def assert_audit_ok(payments_engine: AsyncEngine, orders_engine: AsyncEngine) -> AuditReport:

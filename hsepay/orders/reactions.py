@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hsepay.orders import service
+from hsepay.orders import operations
 from hsepay.orders.events import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from hsepay.orders.model import PaymentResult
-from hsepay.relay.handlers import Consumed, EventHandler, HandlerMap
+from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap
 
 
 async def _settle(conn: AsyncConnection, events: Sequence[Consumed[PaymentResult]]) -> None:
-    await service.apply_payment_results(conn, [(e.event_type == PAYMENT_SUCCEEDED, e.data) for e in events])
+    await operations.apply_payment_results(conn, [(e.event_type == PAYMENT_SUCCEEDED, e.data) for e in events])
 
 
 def make_handlers() -> HandlerMap:

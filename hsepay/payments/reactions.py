@@ -6,17 +6,17 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hsepay.payments import service
+from hsepay.payments import operations
 from hsepay.payments.events import ORDER_CREATED, payment_result
 from hsepay.payments.model import PaymentRequest
 from hsepay.payments.tables import outbox
-from hsepay.relay.handlers import Consumed, EventHandler, HandlerMap
+from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap
 from hsepay.relay.store import enqueue
 
 
 def make_handlers(*, payment_status_topic: str) -> HandlerMap:
     async def on_order_created(conn: AsyncConnection, events: Sequence[Consumed[PaymentRequest]]) -> None:
-        decisions = await service.process_payments(conn, [event.data for event in events])
+        decisions = await operations.process_payments(conn, [event.data for event in events])
         await enqueue(
             conn,
             outbox,

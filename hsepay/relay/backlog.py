@@ -1,4 +1,4 @@
-"""Read-only views of an outbox and an inbox for operators (`hsepay outbox|inbox status`)."""
+"""What an operator sees of an outbox (`hsepay outbox status`): pending rows, their age, the active relay."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Any
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hsepay.relay.outbox_relay import relay_lock_key
-from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
+from hsepay.relay.leadership import relay_lock_key
 
-__all__ = ["inbox_status", "outbox_status"]
+__all__ = ["outbox_status"]
 
 _RELAY_HOLDER = text(
     "SELECT a.application_name, a.client_addr::text AS client_addr, a.pid, a.backend_start "
@@ -52,36 +51,4 @@ async def outbox_status(conn: AsyncConnection, outbox: Table) -> dict[str, Any]:
             if holder
             else None
         ),
-    }
-
-
-async def inbox_status(conn: AsyncConnection, inbox: Table, consumer: str, *, show: int = 20) -> dict[str, Any]:
-    counts = {
-        row.status: row.n
-        for row in await conn.execute(
-            select(inbox.c.status, func.count().label("n")).where(inbox.c.consumer == consumer).group_by(inbox.c.status)
-        )
-    }
-    quarantined = [
-        {
-            "event_id": str(row.event_id),
-            "event_type": row.event_type,
-            "topic": row.topic,
-            "partition": row.partition,
-            "offset": row.offset,
-            "attempts": row.attempts,
-            "error": row.error,
-            "received_at": row.received_at.isoformat(),
-        }
-        for row in await conn.execute(
-            select(inbox)
-            .where(inbox.c.consumer == consumer, inbox.c.status == INBOX_QUARANTINED)
-            .order_by(inbox.c.received_at.desc())
-            .limit(show)
-        )
-    ]
-    return {
-        "processed": counts.get(INBOX_PROCESSED, 0),
-        "quarantined": counts.get(INBOX_QUARANTINED, 0),
-        "quarantined_recent": quarantined,
     }

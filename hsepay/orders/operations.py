@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
@@ -17,8 +18,10 @@ from hsepay.orders.tables import orders, outbox
 from hsepay.relay.store import enqueue
 
 __all__ = [
+    "NewOrder",
     "apply_payment_results",
     "create_order",
+    "create_orders",
     "get_order",
     "list_orders",
     "redrive_stale_orders",
@@ -40,20 +43,47 @@ def _order(row) -> Order:
     return Order(**{column.name: getattr(row, column.name) for column in _COLUMNS})
 
 
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    user_id: uuid.UUID
+    amount: int
+    description: str = ""
+
+
+async def create_orders(conn: AsyncConnection, new: Sequence[NewOrder], *, topic: str) -> list[Order]:
+    """Insert orders and their payment requests (outbox) in the caller's transaction: all or none.
+
+    One multi-row statement per table, whatever the number of orders; results are in `new`'s order.
+    """
+    if not new:
+        return []
+    ids = [uuid.uuid4() for _ in new]
+    rows = (
+        await conn.execute(
+            insert(orders).returning(*_COLUMNS, sort_by_parameter_order=True),
+            [
+                {"id": order_id, "user_id": n.user_id, "amount": n.amount, "description": n.description}
+                for order_id, n in zip(ids, new, strict=True)
+            ],
+        )
+    ).all()
+    await enqueue(
+        conn,
+        outbox,
+        [
+            payment_requested(order_id=order_id, user_id=n.user_id, amount=n.amount, topic=topic)
+            for order_id, n in zip(ids, new, strict=True)
+        ],
+    )
+    return [_order(row) for row in rows]
+
+
 async def create_order(
     conn: AsyncConnection, *, user_id: uuid.UUID, amount: int, description: str, topic: str
 ) -> Order:
-    """Insert the order and its payment request (outbox) in the caller's transaction: both or neither."""
-    order_id = uuid.uuid4()
-    row = (
-        await conn.execute(
-            insert(orders)
-            .values(id=order_id, user_id=user_id, amount=amount, description=description)
-            .returning(*_COLUMNS)
-        )
-    ).one()
-    await enqueue(conn, outbox, [payment_requested(order_id=order_id, user_id=user_id, amount=amount, topic=topic)])
-    return _order(row)
+    """Insert one order and its payment request (outbox) in the caller's transaction: both or neither."""
+    (order,) = await create_orders(conn, [NewOrder(user_id, amount, description)], topic=topic)
+    return order
 
 
 async def get_order(conn: AsyncConnection, order_id: uuid.UUID) -> Order:
@@ -68,7 +98,7 @@ def encode_cursor(order: Order) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, _, ident = raw.partition("|")
@@ -95,7 +125,7 @@ async def list_orders(
     if status is not None:
         query = query.where(orders.c.status == status)
     if cursor:
-        created_at, order_id = _decode_cursor(cursor)
+        created_at, order_id = decode_cursor(cursor)
         query = query.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(created_at, order_id))
     page = [_order(row) for row in await conn.execute(query)]
     if len(page) > limit:

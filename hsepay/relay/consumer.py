@@ -1,0 +1,214 @@
+"""The inbox consumer: Kafka records in, one inbox transaction per fetched batch, offsets committed after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hsepay.config import ConsumerSettings
+from hsepay.relay import inbox
+from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer
+from hsepay.relay.inbound import HandlerMap, Message, Poison, Ready, decode, first_of_each_event, message_from_record
+from hsepay.resilience import Backoff, describe, is_unavailable, supervise
+
+__all__ = ["ConsumerStats", "InboxConsumer"]
+
+log = logging.getLogger(__name__)
+
+COMMIT_TIMEOUT = 10.0
+PURGE_BATCH = 10_000
+FETCH_TIMEOUT_MS = 200
+
+
+@dataclass
+class ConsumerStats:
+    processed: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    joined: bool = False
+    """The consumer is in its group and holds its (possibly empty) share of partitions."""
+    partitions: int = 0
+
+
+class _Membership(ConsumerRebalanceListener):
+    def __init__(self, stats: ConsumerStats) -> None:
+        self.stats = stats
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self.stats.joined = False
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.stats.joined = True
+        self.stats.partitions = len(assigned)
+
+
+class InboxConsumer:
+    """Applies every event of its topics exactly once, in one database transaction with its effect.
+
+    Guarantees:
+    - at most once: each event id is recorded in the inbox in the transaction that applies it,
+      so a redelivery is a primary-key hit, not a second effect;
+    - at least once: an offset is committed only after the transaction that applied its batch
+      committed, so a crash anywhere in between means redelivery;
+    - nothing blocks and nothing disappears: a malformed message, or one whose handler fails
+      `max_attempts` times, is quarantined with its bytes and error (`hsepay inbox retry`);
+    - a database outage is waited out with backoff, without counting against any message.
+    It never commits an offset ahead of the database, and never drops a message.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        engine: AsyncEngine,
+        inbox_table: Table,
+        handlers: HandlerMap,
+        broker: BrokerConfig,
+        topics: tuple[str, ...],
+        group_id: str,
+        settings: ConsumerSettings,
+        max_backoff: float = 10.0,
+        consumer_factory: Callable[..., object] = make_consumer,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.inbox = inbox_table
+        self.handlers = handlers
+        self.broker = broker
+        self.topics = topics
+        self.group_id = group_id
+        self.settings = settings
+        self.max_backoff = max_backoff
+        self.consumer_factory = consumer_factory
+        self.stats = ConsumerStats()
+        self._last_purge = time.monotonic()
+
+    async def consume_forever(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; a failed session (broker, bug) starts a new consumer after a backoff."""
+        await supervise(
+            f"{self.name} consumer", lambda: self._session(stop), stop, Backoff(self.max_backoff), self._failed
+        )
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        self.stats.joined = False
+        self.stats.last_error = describe(exc)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        # Create the topics with the configured partitions before subscribing: some brokers
+        # (Tansu) auto-create a topic on the first metadata request, with their own default.
+        await ensure_topics(self.broker, self.topics)
+        consumer = self.consumer_factory(self.broker, self.topics, self.group_id, listener=_Membership(self.stats))
+        try:
+            await consumer.start()
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self.settings.batch_size)
+                if batch:
+                    messages = [message_from_record(r) for records in batch.values() for r in records]
+                    if not await self.apply(messages, stop):
+                        return  # stopping before the batch was applied: leave the offsets alone
+                    await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+                await self._purge_if_due()
+        finally:
+            self.stats.joined = False
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _commit(self, consumer, offsets) -> None:
+        try:
+            # aiokafka retries a commit forever while the topic is unknown (a broker that lost its
+            # topics); bound it, and let the supervisor start over with a new consumer.
+            await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT)
+        except CommitFailedError as exc:
+            # A rebalance took the partitions; their new owner gets a redelivery the inbox absorbs.
+            log.info("%s consumer: offset commit skipped (%s)", self.name, exc)
+        except TimeoutError:
+            raise KafkaError(f"offset commit did not finish in {COMMIT_TIMEOUT:g}s") from None
+
+    # --- applying messages ------------------------------------------------------------------
+
+    async def apply(self, messages: Sequence[Message], stop: asyncio.Event | None = None) -> bool:
+        """Apply a batch exactly once; True when done, False if `stop` interrupted a retry."""
+        stop = stop or asyncio.Event()
+        items = first_of_each_event([decode(m, self.handlers) for m in messages])
+        backoff = Backoff(self.max_backoff)
+        while True:
+            try:
+                await self._transaction(items)
+                return True
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.warning("%s consumer: batch of %d failed (%s); applying one by one", self.name, len(items), exc)
+                    break
+                if not await self._wait_out(exc, backoff, stop):
+                    return False
+        for item in items:
+            if not await self._apply_alone(item, stop):
+                return False
+        return True
+
+    async def _apply_alone(self, item: Ready | Poison, stop: asyncio.Event) -> bool:
+        """Apply one message; quarantine it after `max_attempts` failures of its own."""
+        attempts = 0
+        outage = Backoff(self.max_backoff)
+        retry = Backoff(self.max_backoff, initial=0.05)
+        while True:
+            try:
+                await self._transaction([item], attempts=max(attempts, 1))
+                return True
+            except Exception as exc:
+                if is_unavailable(exc):
+                    if not await self._wait_out(exc, outage, stop):
+                        return False
+                    continue
+                attempts += 1
+                if attempts >= self.settings.max_attempts and isinstance(item, Ready):
+                    error = f"failed {attempts} times: {exc!r}"
+                    log.error("%s consumer: quarantining event %s: %s", self.name, item.event_id, error)
+                    item = Poison(item.message, item.event_id, item.event_type, error)
+                elif attempts >= self.settings.max_attempts:
+                    raise  # recording poison itself fails: a bug, not the message's fault
+                elif not await retry.wait(stop):
+                    return False
+
+    async def _transaction(self, items: Sequence[Ready | Poison], attempts: int = 1) -> None:
+        async with self.engine.begin() as conn:
+            applied = await inbox.apply_in(conn, self.inbox, self.name, items, attempts=attempts)
+        self.stats.batches += 1
+        self.stats.processed += applied.processed
+        self.stats.duplicates += applied.duplicates
+        self.stats.quarantined += applied.quarantined
+
+    async def _wait_out(self, exc: BaseException, backoff: Backoff, stop: asyncio.Event) -> bool:
+        self.stats.errors += 1
+        self.stats.last_error = f"database: {describe(exc)}"
+        log.warning(
+            "%s consumer: database unavailable (%s); retrying in %.1fs", self.name, describe(exc), backoff.delay
+        )
+        return await backoff.wait(stop)
+
+    async def _purge_if_due(self) -> None:
+        if time.monotonic() - self._last_purge < self.settings.purge_interval:
+            return
+        self._last_purge = time.monotonic()
+        try:
+            async with self.engine.begin() as conn:
+                await inbox.purge_processed(
+                    conn, self.inbox, self.name, older_than=self.settings.inbox_retention, limit=PURGE_BATCH
+                )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.info("%s consumer: inbox purge skipped (%s)", self.name, describe(exc))

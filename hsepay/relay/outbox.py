@@ -1,0 +1,190 @@
+"""The outbox relay: moves committed outbox rows to Kafka, in id order, at least once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hsepay.config import RelaySettings
+from hsepay.relay.broker import BrokerConfig, ensure_topics, make_producer
+from hsepay.relay.leadership import Leadership
+from hsepay.relay.publisher import Producer, Publisher, PublishFailed, Record
+from hsepay.relay.store import OutboxStore, PostgresOutbox
+from hsepay.resilience import Backoff, describe, is_unavailable, supervise
+
+__all__ = ["OutboxRelay", "RelayStats"]
+
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 10_000
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    batches: int = 0
+    errors: int = 0
+    producers: int = 0
+    active: bool = False
+    standing_by: bool = False
+    last_error: str | None = None
+
+
+class OutboxRelay:
+    """Publishes every committed outbox row of one service database to its topic, in id order.
+
+    Guarantees:
+    - at least once: a row is marked sent only after the broker acknowledged it (acks=all) and
+      every row before it; after a failure the unacknowledged rest is re-sent in id order, so
+      per-key order holds and copies are absorbed by the consumers' inbox;
+    - one publisher per database: only the holder of the outbox's `Leadership` publishes, and it
+      confirms its lock session before every batch; the others stand by and take over when the
+      holder dies or goes silent for the lease;
+    - no stuck producer: a failed batch replaces the producer (see `Publisher`);
+    - wakes on the NOTIFY of each committed write, with a poll as a fallback.
+    It never publishes a row that was rolled back (it reads committed rows only), and never marks
+    a row sent that the broker did not acknowledge.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        engine: AsyncEngine,
+        db_url: str,
+        outbox: Table,
+        broker: BrokerConfig,
+        topics: tuple[str, ...],
+        settings: RelaySettings,
+        max_backoff: float = 10.0,
+        producer_factory: Callable[[], Producer] | None = None,
+        store: OutboxStore | None = None,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.db_url = db_url
+        self.outbox = outbox
+        self.broker = broker
+        self.topics = topics
+        self.settings = settings
+        self.max_backoff = max_backoff
+        self.producer_factory = producer_factory or (lambda: make_producer(broker))
+        self.store: OutboxStore = store or PostgresOutbox(engine, outbox)
+        self.stats = RelayStats()
+        self._last_purge = 0.0
+
+    async def relay_forever(self, stop: asyncio.Event) -> None:
+        """Stand by until this process leads, then relay until `stop`; every failure is retried."""
+        await supervise(f"{self.name} relay", lambda: self._turn(stop), stop, Backoff(self.max_backoff), self._failed)
+
+    def _record(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = describe(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._record(exc)
+        self.stats.active = self.stats.standing_by = False
+
+    def leadership(self) -> Leadership:
+        return Leadership(
+            db_url=self.db_url,
+            outbox=self.outbox,
+            name=self.name,
+            lease=self.settings.lease,
+            standby_interval=self.settings.standby_interval,
+        )
+
+    async def _turn(self, stop: asyncio.Event) -> None:
+        async with self.leadership() as lead:
+            self.stats.standing_by = True
+            acquired = await lead.acquire(stop)
+            self.stats.standing_by = False
+            if not acquired:
+                return
+            self.stats.active = True
+            try:
+                await self._lead(stop, lead)
+            finally:
+                self.stats.active = False
+
+    async def _lead(self, stop: asyncio.Event, lead: Leadership) -> None:
+        await ensure_topics(self.broker, self.topics)
+        publisher = Publisher(self.producer_factory, delivery_timeout=self.broker.delivery_timeout)
+        backoff = Backoff(self.max_backoff)
+        try:
+            while not stop.is_set():
+                try:
+                    sent = await self.publish_batch(publisher, lead)
+                    backoff.reset()
+                except PublishFailed as exc:
+                    self._record(exc.cause)
+                    log.warning(
+                        "%s relay: publish failed (%s); re-sending the rest in %.1fs",
+                        self.name,
+                        describe(exc.cause),
+                        backoff.delay,
+                    )
+                    if not await backoff.wait(stop):
+                        return
+                    await self._recreate_lost_topics()
+                    continue
+                finally:
+                    self.stats.producers = publisher.producers_started
+                await self._purge_if_due()
+                if sent < self.settings.batch_size:
+                    await lead.wait_for_work(self.settings.poll_interval)
+        finally:
+            await publisher.close()
+
+    async def publish_batch(self, publisher: Publisher, lead: Leadership | None = None) -> int:
+        """Publish the oldest pending rows; mark the acknowledged prefix sent; return rows read."""
+        if lead is not None:
+            await lead.confirm()  # a relay that lost its lock must not publish even one more batch
+        rows = await self.store.pending(self.settings.batch_size)
+        if not rows:
+            return 0
+        records = [
+            Record(row.topic, row.key.encode(), row.value, [(k, v.encode()) for k, v in row.headers.items()])
+            for row in rows
+        ]
+        failure: PublishFailed | None = None
+        try:
+            async with lead.heartbeat() if lead is not None else contextlib.nullcontext():
+                acked = await publisher.publish(records)
+        except PublishFailed as exc:
+            acked, failure = exc.acked, exc
+        if acked:
+            await self.store.mark_sent([row.id for row in rows[:acked]])
+            self.stats.published += acked
+            self.stats.batches += 1
+        if failure is not None:
+            raise failure
+        return len(rows)
+
+    async def _recreate_lost_topics(self) -> None:
+        """A restarted in-memory broker has lost its topics: create them again (best effort)."""
+        try:
+            await ensure_topics(self.broker, self.topics)
+        except Exception as exc:
+            log.info("%s relay: topics not checked (%s)", self.name, describe(exc))
+
+    async def _purge_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge < self.settings.purge_interval:
+            return
+        self._last_purge = now
+        try:
+            purged = await self.store.purge_sent(self.settings.retention, PURGE_BATCH)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return
+        if purged:
+            log.info("%s relay purged %d sent outbox rows", self.name, purged)

@@ -1,0 +1,130 @@
+"""Failure handling written once: what counts as an infrastructure fault, and how to wait and retry.
+
+Relays, consumers, background loops, the CLI and the API error mapping all classify faults with
+`is_unavailable` and retry with `Backoff`, so they agree on what "the database is down" means and
+none of them sleeps through a stop signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+__all__ = [
+    "DATABASE_UNAVAILABLE",
+    "Backoff",
+    "describe",
+    "is_broker_fault",
+    "is_unavailable",
+    "run_periodically",
+    "sleep_or_stop",
+    "supervise",
+]
+
+log = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+"""Faults of the database connection (server down, restarting, network), not of the request."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot be used right now: retry later (workers) or answer 503 (API), exit 2 (CLI)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, DATABASE_UNAVAILABLE)
+
+
+def is_broker_fault(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaError)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for logs and status panels: the driver's first line, not a traceback."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}" if first else repr(cause)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds` or until `stop` is set; True if the sleep ran its course."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return not stop.is_set()
+
+
+class Backoff:
+    """Exponential backoff from `initial` to `cap` seconds; `reset()` after a success."""
+
+    def __init__(self, cap: float = 10.0, initial: float = 0.1, factor: float = 2.0) -> None:
+        self.initial = min(initial, cap)
+        self.cap = cap
+        self.factor = factor
+        self.delay = self.initial
+
+    def reset(self) -> None:
+        self.delay = self.initial
+
+    async def wait(self, stop: asyncio.Event) -> bool:
+        """Sleep the current delay (or until `stop`), then grow it; False if stopping."""
+        delay = self.delay
+        self.delay = min(self.delay * self.factor, self.cap)
+        return await sleep_or_stop(stop, delay)
+
+
+async def supervise(
+    name: str,
+    turn: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    backoff: Backoff,
+    on_failure: Callable[[BaseException], None] = lambda exc: None,
+) -> None:
+    """Run `turn` until `stop` is set; a turn that raises is reported and run again after a backoff.
+
+    A turn that returns normally resets the backoff (it did useful work before it ended). A bug
+    raises like any fault: it is logged with its traceback, and the role keeps going.
+    """
+    while not stop.is_set():
+        try:
+            await turn()
+            backoff.reset()
+            continue
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            on_failure(exc)
+            if is_unavailable(exc) or is_broker_fault(exc):
+                log.warning("%s: %s; retrying in %.1fs", name, describe(exc), backoff.delay)
+            else:
+                log.exception("%s failed; retrying in %.1fs", name, backoff.delay)
+        await backoff.wait(stop)
+
+
+async def run_periodically(
+    name: str,
+    step: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    interval: float,
+    backoff: Backoff,
+) -> None:
+    """Run `step` every `interval` seconds until `stop`; failures back off and are retried."""
+
+    async def turn() -> None:
+        while not stop.is_set():
+            await step()
+            backoff.reset()
+            await sleep_or_stop(stop, interval)
+
+    await supervise(name, turn, stop, backoff)

@@ -1,0 +1,122 @@
+"""Long-running roles — APIs under uvicorn, outbox relays, inbox consumers, background loops — as
+tasks of one event loop that stop together on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from hsepay.bootstrap import Runtime
+from hsepay.registry import Periodic, ServiceSpec
+from hsepay.relay.consumer import InboxConsumer
+from hsepay.relay.outbox import OutboxRelay
+from hsepay.resilience import Backoff, run_periodically
+
+__all__ = ["Workers", "api_server", "serve_api", "start_workers", "wait_for_signal"]
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us (several run in one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+@dataclass
+class Workers:
+    """Relays, consumers and background loops of some services, running as tasks."""
+
+    relays: dict[str, OutboxRelay] = field(default_factory=dict)
+    consumers: dict[str, InboxConsumer] = field(default_factory=dict)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _periodic(rt: Runtime, spec: ServiceSpec, periodic: Periodic, stop: asyncio.Event):
+    async def step() -> None:
+        async with rt.engine(spec.name).begin() as conn:
+            count = await periodic.step(conn, rt.settings)
+        if count:
+            log.warning("%s %s: " + periodic.report, spec.name, periodic.name, count)
+
+    return run_periodically(
+        f"{spec.name} {periodic.name}",
+        step,
+        stop,
+        periodic.interval(rt.settings),
+        Backoff(rt.settings.saga.max_backoff),
+    )
+
+
+@contextlib.asynccontextmanager
+async def start_workers(
+    rt: Runtime, specs: Iterable[ServiceSpec], *, relay: bool = True, consume: bool = True
+) -> AsyncIterator[Workers]:
+    """Run the chosen workers of `specs` until the block exits; then stop them and wait."""
+    workers = Workers()
+    for spec in specs:
+        if not spec.has_workers:
+            continue
+        if relay:
+            workers.relays[spec.name] = rt.build_relay(spec)
+            workers.tasks.append(asyncio.create_task(workers.relays[spec.name].relay_forever(workers.stop)))
+        if consume:
+            workers.consumers[spec.name] = rt.build_consumer(spec)
+            workers.tasks.append(asyncio.create_task(workers.consumers[spec.name].consume_forever(workers.stop)))
+            for periodic in spec.background:
+                workers.tasks.append(asyncio.create_task(_periodic(rt, spec, periodic, workers.stop)))
+    try:
+        yield workers
+    finally:
+        await workers.close()
+
+
+async def wait_for_signal(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGINT or SIGTERM, and return when it is set."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> _Server:
+    return _Server(uvicorn.Config(spec.create_app(rt), host=host, port=port, log_level="warning", access_log=False))
+
+
+async def serve_api(rt: Runtime, spec: ServiceSpec, *, host: str, port: int, with_workers: bool = False) -> None:
+    if spec.database is not None:
+        await rt.ready_engine(spec.name)
+    server = api_server(rt, spec, host, port)
+    stop = asyncio.Event()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if with_workers:
+                await stack.enter_async_context(start_workers(rt, [spec]))
+            serving = asyncio.create_task(server.serve())
+            log.info("%s API on http://%s:%d (docs: /schema/swagger)", spec.name, host, port)
+            waiting = asyncio.create_task(wait_for_signal(stop))
+            await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            stop.set()
+            await serving
+            waiting.cancel()
+    finally:
+        await rt.dispose()
