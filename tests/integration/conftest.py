@@ -40,9 +40,19 @@ def saga_env(broker: str, data_dir, **overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def saga_settings(broker, data_dir) -> Settings:
+def saga_environ(broker, data_dir, db_urls) -> dict[str, str]:
+    """The test's environment: what its in-process workers read, and what its subprocesses get."""
+    return {
+        **saga_env(broker, data_dir),
+        "HSEPAY_PAYMENTS_DB": db_urls["payments"],
+        "HSEPAY_ORDERS_DB": db_urls["orders"],
+    }
+
+
+@pytest.fixture
+def saga_settings(saga_environ) -> Settings:
     """Settings for one test, read from an environment the way production reads them."""
-    return Settings.from_env(saga_env(broker, data_dir))
+    return Settings.from_env(saga_environ)
 
 
 @pytest_asyncio.fixture

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from hsepay import embedded
 from hsepay.bootstrap import BrokerEndpoint, Runtime
@@ -23,41 +23,48 @@ from hsepay.payments.tables import ledger_entries
 from hsepay.relay.backlog import outbox_status
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.support import assert_audit_ok, open_account, place_orders, specs
+from tests.support import assert_audit_ok, end_offsets, open_account, place_orders, poll_until, specs
 
 pytestmark = pytest.mark.chaos
 
 
-def _worker_env(rt: Runtime) -> dict[str, str]:
-    kafka = rt.settings.kafka
-    return {
-        **os.environ,
-        "HSEPAY_PAYMENTS_DB": rt.db_urls["payments"],
-        "HSEPAY_ORDERS_DB": rt.db_urls["orders"],
-        "HSEPAY_KAFKA": kafka.bootstrap_servers,
-        "HSEPAY_ORDERS_TOPIC": kafka.orders_topic,
-        "HSEPAY_PAYMENT_STATUS_TOPIC": kafka.payment_status_topic,
-        "HSEPAY_GROUP_PREFIX": kafka.group_prefix,
-        "HSEPAY_KAFKA_PARTITIONS": str(kafka.partitions),
-        "HSEPAY_KAFKA_IDEMPOTENCE": "true" if kafka.idempotence else "false",
-        "HSEPAY_DATA_DIR": str(rt.settings.data_dir),
-    }
+def _relay_processes(environ: dict[str, str], count: int, **overrides: str) -> list[subprocess.Popen]:
+    env = {**os.environ, **environ, **overrides}
+    return [subprocess.Popen([sys.executable, "-m", "hsepay.cli", "relay", "orders"], env=env) for _ in range(count)]
 
 
-async def _active_relay_pid(orders_engine, timeout: float = 15.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for proc in processes:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+    for proc in processes:
+        proc.wait(timeout=20)
+
+
+async def _active_relay_pid(orders_engine, timeout: float = 15.0, other_than: int | None = None) -> int:
+    async def active() -> int | None:
         async with orders_engine.connect() as conn:
-            active = (await outbox_status(conn, orders_outbox))["active_relay"]
-        if active:
-            return int(active["application_name"].rsplit(":", 1)[1])
-        await asyncio.sleep(0.1)
-    raise AssertionError("no relay became active")
+            holder = (await outbox_status(conn, orders_outbox))["active_relay"]
+        pid = int(holder["application_name"].rsplit(":", 1)[1]) if holder else None
+        return pid if pid is not None and pid != other_than else None
+
+    return await poll_until(active, timeout=timeout, interval=0.1, what="an active relay")
 
 
-async def test_standby_relay_takes_over_after_kill_9(runtime, payments_engine, orders_engine):
-    env = _worker_env(runtime)
-    relays = [subprocess.Popen([sys.executable, "-m", "hsepay.cli", "relay", "orders"], env=env) for _ in range(2)]
+async def _relay_sessions(orders_engine, pid: int) -> int:
+    """Open lock sessions of the relay process `pid` (active or standing by)."""
+    async with orders_engine.connect() as conn:
+        return (
+            await conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :name"),
+                {"name": f"hsepay-relay-orders %:{pid}"},
+            )
+        ).scalar_one()
+
+
+async def test_standby_relay_takes_over_after_kill_9(saga_environ, runtime, payments_engine, orders_engine):
+    relays = _relay_processes(saga_environ, 2)
     try:
         user = await open_account(payments_engine, 10_000)
         topic = runtime.settings.kafka.orders_topic
@@ -69,13 +76,10 @@ async def test_standby_relay_takes_over_after_kill_9(runtime, payments_engine, o
             await asyncio.sleep(0.05)
             os.kill(first, signal.SIGKILL)  # mid-flight: orders keep arriving
             after = await placing
-            took_over_at = time.monotonic()
-            second = await _active_relay_pid(orders_engine)
-            assert second != first and second in {p.pid for p in relays}
+            second = await _active_relay_pid(orders_engine, other_than=first)
+            assert second in {p.pid for p in relays}
             final = await wait_final(orders_engine, before + after, timeout=60)
-            takeover = time.monotonic() - took_over_at
         assert {status for status, _ in final.values()} == {"success"}
-        assert takeover < 60
         async with payments_engine.connect() as conn:
             debits = (
                 await conn.execute(
@@ -87,11 +91,41 @@ async def test_standby_relay_takes_over_after_kill_9(runtime, payments_engine, o
         assert balance == 10_000 - 200 * 10
         await assert_audit_ok(payments_engine, orders_engine)
     finally:
-        for proc in relays:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in relays:
-            proc.wait(timeout=20)
+        _stop(relays)
+
+
+async def test_a_frozen_relay_loses_its_lock_and_publishes_nothing_after_the_takeover(
+    saga_environ, runtime, payments_engine, orders_engine
+):
+    """SIGSTOP the active relay: PostgreSQL ends its silent session after the lease, the standby
+    takes over, and after SIGCONT the old relay stands by without publishing another message."""
+    lease = 3.0
+    relays = _relay_processes(saga_environ, 2, HSEPAY_RELAY_LEASE=str(lease))
+    bootstrap = runtime.settings.kafka.bootstrap_servers
+    topic = runtime.settings.kafka.orders_topic
+    try:
+        user = await open_account(payments_engine, 10_000)
+        async with start_workers(runtime, specs("payments")), start_workers(runtime, specs("orders"), relay=False):
+            frozen = await _active_relay_pid(orders_engine)
+            await wait_final(orders_engine, await place_orders(orders_engine, user, 10, topic, 20))
+
+            os.kill(frozen, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            while_frozen = await place_orders(orders_engine, user, 10, topic, 20)
+            successor = await _active_relay_pid(orders_engine, timeout=60, other_than=frozen)
+            takeover = time.monotonic() - stopped_at
+            await wait_final(orders_engine, while_frozen, timeout=60)
+            published = sum((await end_offsets(bootstrap, topic)).values())
+
+            os.kill(frozen, signal.SIGCONT)
+            # Back from the freeze, the old relay finds its session gone and stands by on a new one.
+            await poll_until(lambda: _relay_sessions(orders_engine, frozen), timeout=30, what="the old relay back")
+            assert await _active_relay_pid(orders_engine) == successor
+            assert sum((await end_offsets(bootstrap, topic)).values()) == published
+        assert takeover < lease + 5  # the lease, one standby interval, and a loaded box's slack
+        await assert_audit_ok(payments_engine, orders_engine)
+    finally:
+        _stop(relays)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ round must re-send the rest in id order through a fresh producer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from aiokafka.errors import (
@@ -21,6 +22,7 @@ from aiokafka.errors import (
 
 from hsepay.config import Settings
 from hsepay.relay.broker import BrokerConfig
+from hsepay.relay.leadership import LeadershipLost
 from hsepay.relay.outbox import OutboxRelay
 from hsepay.relay.publisher import Publisher, PublishFailed, Record
 from tests.fakes import FATAL, HANG, FakeBroker, FakeProducer, InMemoryOutbox, Row
@@ -162,3 +164,41 @@ async def test_a_producer_that_cannot_start_is_discarded_and_retried():
         await publisher.publish([Record("t", b"k", b"v", [])])
     assert await publisher.publish([Record("t", b"k", b"v", [])]) == 1
     assert len(attempts) == 2 and publisher.producers_started == 1
+
+
+class _Lead:
+    """A Leadership stand-in: `lost` says whether the lock session is gone."""
+
+    def __init__(self, lost: bool) -> None:
+        self.lost = lost
+        self.confirmed = 0
+
+    async def confirm(self) -> None:
+        self.confirmed += 1
+        if self.lost:
+            raise LeadershipLost("terminated by idle_session_timeout")
+
+    def heartbeat(self):
+        return contextlib.nullcontext()
+
+
+async def test_a_relay_that_lost_its_lock_publishes_nothing():
+    outbox = InMemoryOutbox(_rows(3))
+    broker = FakeBroker()
+    relay = _relay(outbox, broker)
+    with pytest.raises(LeadershipLost):
+        await relay.publish_batch(_publisher(broker), _Lead(lost=True))
+    assert broker.log == [] and broker.producers == []
+    assert not any(row.sent for row in outbox.rows)
+
+
+async def test_the_lock_is_confirmed_before_every_batch():
+    outbox = InMemoryOutbox(_rows(5))
+    broker = FakeBroker()
+    relay = _relay(outbox, broker, batch=2)
+    lead = _Lead(lost=False)
+    publisher = _publisher(broker)
+    while await relay.publish_batch(publisher, lead):
+        pass
+    assert lead.confirmed == 4  # three batches of rows, then the empty read
+    assert len(broker.log) == 5
