@@ -1,4 +1,4 @@
-"""Embedded engines belong to their data directory: real brokers, real processes.
+"""Embedded engines belong to their data directory: real brokers, real PostgreSQL, real processes.
 
 Nothing here uses the default broker port: every broker listens on a port the test found free.
 """
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from hsepay import embedded
@@ -234,3 +235,31 @@ def test_the_next_command_finds_the_same_broker_in_under_a_second(tmp_path):
         assert state_of(tmp_path)["pid"] == pid
     finally:
         assert embedded.stop_broker(tmp_path) is True
+
+
+def test_stale_postmaster_pid_is_neither_trusted_nor_signalled(tmp_path, sleeper):
+    pidfile = tmp_path / "pg" / "postmaster.pid"
+    try:
+        uri = embedded.ensure_postgres(tmp_path)
+        running = pidfile.read_text().splitlines()
+        assert embedded.stop_postgres(tmp_path) is True
+        wait_for(lambda: not pidfile.exists(), "postmaster.pid removed by the shutdown")
+
+        # What a reboot (or a reused pid) leaves: the file of a server that is gone, naming a live pid.
+        pidfile.write_text("\n".join([str(sleeper.pid), *running[1:]]) + "\n")
+        assert embedded.stop_postgres(tmp_path) is False
+        assert sleeper.poll() is None
+        assert embedded.ensure_postgres(tmp_path) == uri
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+        # SIGKILL of the postmaster: the next command starts it again instead of handing out its URI.
+        postmaster = int(pidfile.read_text().splitlines()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        wait_for(lambda: gone(postmaster), "postmaster gone after SIGKILL")
+        assert embedded.ensure_postgres(tmp_path) == uri
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        embedded.stop_postgres(tmp_path)
+    assert sleeper.poll() is None
