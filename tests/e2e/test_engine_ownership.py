@@ -119,7 +119,7 @@ def test_a_foreign_broker_on_the_preferred_port_is_not_adopted_and_is_named(tmp_
             assert state_of(ours)["pid"] != their_pid
             assert embedded.find_broker(ours) == address
             assert embedded.find_broker(theirs) == f"127.0.0.1:{port}"  # theirs untouched
-            [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            [warning] = [r.getMessage() for r in caplog.records if r.name == "hsepay.embedded"]
             assert f"port {port} on 127.0.0.1 is held by pid {their_pid}" in warning
             assert f"listens on {address} instead" in warning
         finally:
