@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 from typing import Annotated
 
 import typer
@@ -22,7 +20,9 @@ def broker(
     """Run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground.
 
     Other hsepay commands find it through HSEPAY_DATA_DIR. Messages live in memory only: after a
-    restart the outbox re-drive re-sends what orders still wait for.
+    restart the outbox re-drive re-sends what orders still wait for. It never moves to another
+    port: if the port is taken, it says by whom and exits 2. Ctrl-C, SIGTERM or even SIGKILL of
+    this command stops the broker too (the last one on Linux).
 
     Example: hsepay broker --port 19092
     """
@@ -30,26 +30,30 @@ def broker(
         settings = get_settings()
     except ConfigError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
-    if found := embedded.find_broker(settings.data_dir):
-        raise fail(f"an embedded broker already runs at {found} (hsepay stop ends it)", EXIT_USAGE)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)  # SIGTERM stops it as cleanly as Ctrl-C
     try:
-        command = embedded.broker_command(port)
-    except embedded.EmbeddedError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(command)
-    state = settings.data_dir / "broker.json"
-    state.write_text(json.dumps({"pid": proc.pid, "port": port}))
-    console.print(f"embedded broker on 127.0.0.1:{port} (pid {proc.pid}); Ctrl-C stops it")
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait()
+        try:
+            proc = embedded.start_foreground_broker(settings.data_dir, port)
+        except embedded.EmbeddedError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        console.print(f"embedded broker on 127.0.0.1:{port} (pid {proc.pid}); Ctrl-C stops it")
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait()
+        finally:
+            embedded.forget_broker(settings.data_dir, proc.pid)
     finally:
-        state.unlink(missing_ok=True)
+        signal.signal(signal.SIGTERM, previous)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):
-        raise fail(f"broker exited with code {code} (is port {port} in use?)", EXIT_USAGE)
+        raise fail(f"broker exited with code {code}", EXIT_USAGE)
 
 
 def stop() -> None:
