@@ -22,9 +22,11 @@ from hsepay.registry import ServiceSpec
 from hsepay.relay.broker import BrokerConfig
 from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.outbox import OutboxRelay
-from hsepay.resilience import describe, is_unavailable
+from hsepay.relay.probe import BrokerInfo, BrokerProbeError, choose_idempotence, probe_broker
+from hsepay.relay.probe import describe as describe_broker
+from hsepay.resilience import Backoff, describe, is_unavailable
 
-__all__ = ["BrokerEndpoint", "Runtime", "describe_db_error", "ensure_broker", "ensure_database_urls"]
+__all__ = ["BrokerEndpoint", "Runtime", "connect_broker", "describe_db_error", "ensure_database_urls", "locate_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +79,45 @@ class BrokerEndpoint:
     bootstrap_servers: str
     idempotence: bool
     embedded: bool
+    info: BrokerInfo | None = None
+    """What the start-up probe found (None where a test or a status command skipped it)."""
 
 
-def ensure_broker(settings: Settings) -> BrokerEndpoint:
-    """The broker to use; starts the embedded one if HSEPAY_KAFKA is unset."""
+def locate_broker(settings: Settings) -> tuple[str, bool]:
+    """(bootstrap servers, embedded?): HSEPAY_KAFKA, or the embedded broker, started if need be."""
     if settings.kafka.bootstrap_servers:
-        idempotence = settings.kafka.idempotence if settings.kafka.idempotence is not None else True
-        return BrokerEndpoint(settings.kafka.bootstrap_servers, idempotence, embedded=False)
+        return settings.kafka.bootstrap_servers, False
     try:
-        bootstrap = embedded.ensure_broker(settings.data_dir)
+        return embedded.ensure_broker(settings.data_dir), True
     except (embedded.EmbeddedError, OSError) as exc:
         raise ConfigError(f"HSEPAY_KAFKA unset and the embedded broker could not start: {exc}") from exc
-    # Tansu rejects InitProducerId, so idempotence stays off on it whatever the setting says.
-    return BrokerEndpoint(bootstrap, False, embedded=True)
+
+
+async def connect_broker(settings: Settings, stop: asyncio.Event | None = None) -> BrokerEndpoint:
+    """Find the broker, probe what it is, decide idempotence, and say so in one log line.
+
+    A broker that does not answer yet is waited for (workers may start before Kafka does), until
+    `stop`; a broker that refuses the idempotence the settings demand is a ConfigError.
+    """
+    bootstrap, is_embedded = locate_broker(settings)
+    backoff = Backoff(settings.saga.max_backoff, initial=0.5)
+    while True:
+        try:
+            info = await probe_broker(bootstrap)
+            break
+        except BrokerProbeError as exc:
+            log.warning("%s; retrying in %.1fs", exc, backoff.delay)
+            if not await backoff.wait(stop or asyncio.Event()):
+                raise ConfigError(f"HSEPAY_KAFKA: {exc}") from None
+    try:
+        idempotence, warning = choose_idempotence(info, settings.kafka.idempotence)
+    except BrokerProbeError as exc:
+        raise ConfigError(str(exc)) from None
+    if warning:
+        log.warning("%s", warning)
+    origin = "embedded" if is_embedded else "HSEPAY_KAFKA"
+    log.info("%s", describe_broker(info, idempotence=idempotence, origin=origin))
+    return BrokerEndpoint(bootstrap, idempotence, is_embedded, info)
 
 
 def describe_db_error(variable: str, url: str, exc: BaseException) -> str:
@@ -110,7 +138,7 @@ class Runtime:
     engines: dict[str, AsyncEngine] = field(default_factory=dict)
     """Engines already built (tests pass theirs); the rest are built on first use."""
     broker: BrokerEndpoint | None = None
-    """The broker, once `broker_endpoint()` found or started it (tests pass theirs)."""
+    """The broker, once `connect_broker()` found, started or probed it (tests pass theirs)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, specs: Sequence[ServiceSpec] | None = None) -> Runtime:
@@ -167,13 +195,17 @@ class Runtime:
             f"run `hsepay db upgrade {service}`"
         )
 
-    def broker_endpoint(self) -> BrokerEndpoint:
+    async def connect_broker(self, stop: asyncio.Event | None = None) -> BrokerEndpoint:
+        """The broker, probed once per process (see `connect_broker`)."""
         if self.broker is None:
-            self.broker = ensure_broker(self.settings)
+            self.broker = await connect_broker(self.settings, stop)
         return self.broker
 
     def broker_config(self, service: str) -> BrokerConfig:
-        endpoint = self.broker_endpoint()
+        """Client settings for one service; `connect_broker()` must have run."""
+        endpoint = self.broker
+        if endpoint is None:
+            raise RuntimeError("connect_broker() first: the broker has not been probed")
         kafka = self.settings.kafka
         return BrokerConfig(
             bootstrap_servers=endpoint.bootstrap_servers,

@@ -68,6 +68,9 @@ async def start_workers(
 ) -> AsyncIterator[Workers]:
     """Run the chosen workers of `specs` until the block exits; then stop them and wait."""
     workers = Workers()
+    specs = list(specs)
+    if any(spec.has_workers for spec in specs):
+        await rt.connect_broker(workers.stop)
     for spec in specs:
         if not spec.has_workers:
             continue

@@ -85,7 +85,7 @@ def up(
             for spec in registry.with_database():
                 await rt.check_database(spec.name)
                 await asyncio.to_thread(migrate.upgrade, spec.name, rt.db_urls[spec.name])
-            broker = rt.broker_endpoint().bootstrap_servers
+            broker = (await rt.connect_broker()).bootstrap_servers
             urls = {spec.name: f"http://{host}:{ports[spec.name][0]}" for spec in apis}
             servers = [api_server(rt, spec, host, ports[spec.name][0]) for spec in apis]
             async with start_workers(rt, registry.with_database()) as workers:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -10,7 +11,13 @@ from dataclasses import replace
 
 import pytest
 
-from hsepay.broker_probe import BrokerInfo, BrokerProbeError, choose_idempotence, describe, probe_broker
+from hsepay import registry
+from hsepay.bootstrap import Runtime
+from hsepay.config import Settings
+from hsepay.relay.probe import BrokerInfo, BrokerProbeError, choose_idempotence, describe, probe_broker
+from hsepay.roles import start_workers
+from tests.integration.conftest import wait_final
+from tests.support import open_account, place_order
 
 ON_KAFKA = bool(os.environ.get("HSEPAY_TEST_KAFKA"))
 
@@ -87,3 +94,24 @@ def test_a_broker_other_than_tansu_that_refuses_producer_ids_is_not_dropped_sile
         "idempotence off (the broker refuses InitProducerId: ClusterAuthorizationFailedError) [probe 12 ms]"
     )
     assert "idempotence on" in describe(info, idempotence=True)  # what a process that insists would say
+
+
+async def test_hsepay_kafka_alone_is_enough_whatever_the_broker(saga_environ, db_urls, engines, caplog):
+    """HSEPAY_KAFKA without HSEPAY_KAFKA_IDEMPOTENCE: on (Apache Kafka) or off with a warning (Tansu,
+    e.g. `hsepay broker` run on its own), said in one start-up line, and an order goes through."""
+    environ = {k: v for k, v in saga_environ.items() if k != "HSEPAY_KAFKA_IDEMPOTENCE"}
+    rt = Runtime(settings=Settings.from_env(environ), db_urls=db_urls, engines=engines)
+    with caplog.at_level(logging.INFO, logger="hsepay.bootstrap"):
+        endpoint = await rt.connect_broker()
+    lines = [r.getMessage() for r in caplog.records if r.name == "hsepay.bootstrap"]
+    assert endpoint.idempotence is ON_KAFKA
+    assert any(line.startswith(f"broker {endpoint.bootstrap_servers} (HSEPAY_KAFKA): ") for line in lines), lines
+    if not ON_KAFKA:
+        assert any("idempotence off" in line and "as Tansu does" in line for line in lines), lines
+
+    user = await open_account(engines["payments"], 100)
+    order = await place_order(engines["orders"], user, 60, rt.settings.kafka.orders_topic)
+    async with start_workers(rt, registry.with_database()) as workers:
+        final = await wait_final(engines["orders"], [order])
+    assert final[order] == ("success", None)
+    assert all(relay.stats.errors == 0 for relay in workers.relays.values())
