@@ -89,6 +89,7 @@ async def check_invariants(payments: AsyncConnection, orders_conn: AsyncConnecti
         for row in await payments.execute(
             select(
                 payment_decisions.c.order_id,
+                payment_decisions.c.user_id,
                 payment_decisions.c.amount,
                 payment_decisions.c.status,
                 payment_decisions.c.reason,
@@ -116,8 +117,17 @@ async def check_invariants(payments: AsyncConnection, orders_conn: AsyncConnecti
     success_total = 0
     in_flight = 0
     stuck = 0
-    for row in await orders_conn.execute(select(orders.c.id, orders.c.amount, orders.c.status, orders.c.reason)):
+    known_orders: set[uuid.UUID] = set()
+    for row in await orders_conn.execute(
+        select(orders.c.id, orders.c.user_id, orders.c.amount, orders.c.status, orders.c.reason)
+    ):
+        known_orders.add(row.id)
         decision = decisions.get(row.id)
+        if decision is not None and (decision.user_id != row.user_id or decision.amount != row.amount):
+            agree.add(
+                f"order {row.id} is for {row.amount} from user {row.user_id}, but payments decided on "
+                f"{decision.amount} from user {decision.user_id}"
+            )
         if row.status == "success":
             success_total += row.amount
             if decision is None or decision.status != "succeeded" or decision.amount != row.amount:
@@ -129,6 +139,21 @@ async def check_invariants(payments: AsyncConnection, orders_conn: AsyncConnecti
             in_flight += 1
         else:
             stuck += 1
+
+    # A decision for an order the orders side never created: a forged or misrouted payment request.
+    # Named one by one, since each one that succeeded is a debit the conservation check cannot place.
+    orphans = Check("decisions_have_orders", "every payment decision is for an order the orders side created")
+    orphan_debits = 0
+    for order_id, decision in decisions.items():
+        if order_id not in known_orders:
+            debited = debits.get(order_id)
+            if debited:
+                orphan_debits += sum(debited)
+            orphans.add(
+                f"payment decision {decision.status} for unknown order {order_id}: user {decision.user_id}, "
+                f"amount {decision.amount}"
+                + (f", debited {sum(debited)} (ledger reference {order_id})" if debited else "")
+            )
 
     totals = (
         await payments.execute(
@@ -144,13 +169,15 @@ async def check_invariants(payments: AsyncConnection, orders_conn: AsyncConnecti
     conservation = Check("conservation", "sum(balances) + sum(successful order amounts) == sum(deposits)")
     if balances + success_total != deposits:
         hint = f" ({in_flight} order(s) still in flight: re-run when quiet)" if in_flight else ""
+        if orphan_debits:
+            hint += f" ({orphan_debits} debited for orders the orders side never created: see decisions_have_orders)"
         conservation.add(
             f"balances {balances} + successful orders {success_total} = {balances + success_total}, "
             f"deposits {deposits}{hint}"
         )
 
     return AuditReport(
-        checks=[negative, ledger, once, agree, conservation],
+        checks=[negative, ledger, once, agree, orphans, conservation],
         facts={
             "accounts_balance_total": balances,
             "deposits_total": deposits,

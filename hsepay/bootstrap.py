@@ -184,16 +184,42 @@ class Runtime:
         """
         head = migrate.head_revision(service)
         async with self.engine(service).connect() as conn:
-            revision = await conn.run_sync(migrate.revision_of)
+            revision = await conn.run_sync(migrate.revision_of, service)
+            if revision != head:
+                await conn.run_sync(migrate.refuse_foreign, service, self.variable(service))
         if revision == head:
             return
         if self.is_embedded(service):
-            await asyncio.to_thread(migrate.upgrade, service, self.db_urls[service])
+            await self.migrate(service)
             return
         raise ConfigError(
             f"{self.variable(service)}: schema is at revision {revision or 'none'}, expected {head}; "
             f"run `hsepay db upgrade {service}`"
         )
+
+    async def migrate(self, service: str) -> None:
+        """Upgrade the service database to head (Alembic, in a thread)."""
+        await asyncio.to_thread(migrate.upgrade, service, self.db_urls[service], variable=self.variable(service))
+
+    async def check_distinct_databases(self) -> None:
+        """Two services must not share a database, however their URLs spell it: compare what the
+        servers say (cluster system identifier and database name)."""
+        seen: dict[tuple[int, str], str] = {}
+        for service in self.db_urls:
+            async with self.engine(service).connect() as conn:
+                identity = tuple(
+                    (
+                        await conn.exec_driver_sql(
+                            "SELECT (SELECT system_identifier FROM pg_control_system()), current_database()"
+                        )
+                    ).one()
+                )
+            if identity in seen:
+                raise ConfigError(
+                    f"{seen[identity]} and {self.variable(service)} reach the same database {identity[1]!r} "
+                    f"(server {identity[0]}); each service needs its own"
+                )
+            seen[identity] = self.variable(service)
 
     async def connect_broker(self, stop: asyncio.Event | None = None) -> BrokerEndpoint:
         """The broker, probed once per process (see `connect_broker`)."""

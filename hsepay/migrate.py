@@ -1,4 +1,11 @@
-"""Alembic, driven from code: each service has its own script directory and its own database."""
+"""Alembic, driven from code: each service has its own script directory, its own database, and
+its own version table (`alembic_version_<service>`).
+
+Own version tables make a misconfiguration loud: two services pointed at one database can never
+share one version table and report "at head" for a schema that was never created. Before
+migrating, `claim` refuses a database that holds another service's tables, and adopts the revision
+of a database migrated before version tables were per service (the shared `alembic_version`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,78 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData, create_engine
+from sqlalchemy import Connection, MetaData, create_engine, inspect, text
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "metadata_for", "revision_of", "upgrade"]
+from hsepay.config import ConfigError
+
+__all__ = [
+    "ForeignSchema",
+    "foreign_services",
+    "refuse_foreign",
+    "alembic_config",
+    "claim",
+    "current_revision",
+    "head_revision",
+    "metadata_for",
+    "revision_of",
+    "upgrade",
+    "version_table",
+]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+LEGACY_VERSION_TABLE = "alembic_version"
+GENERIC_TABLES = frozenset({"outbox", "inbox", "idempotency_keys"})
+
+
+class ForeignSchema(ConfigError):
+    """A service's database already holds another service's schema."""
+
+
+def version_table(service: str) -> str:
+    return f"alembic_version_{service}"
+
+
+def _own_tables(service: str) -> set[str]:
+    """The tables only this service has (the outbox, inbox and key tables exist in every service)."""
+    return {name for name in metadata_for(service).tables if name not in GENERIC_TABLES}
+
+
+def foreign_services(connection: Connection, service: str) -> list[str]:
+    from hsepay import registry
+
+    tables = set(inspect(connection).get_table_names())
+    return [
+        other.name
+        for other in registry.with_database()
+        if other.name != service and (version_table(other.name) in tables or _own_tables(other.name) & tables)
+    ]
+
+
+def refuse_foreign(connection: Connection, service: str, variable: str) -> None:
+    """Raise ForeignSchema if the database holds another service's tables (read-only)."""
+    foreign = foreign_services(connection, service)
+    if foreign:
+        database = connection.exec_driver_sql("SELECT current_database()").scalar_one()
+        raise ForeignSchema(
+            f"{variable}: database {database!r} already holds the {' and '.join(foreign)} schema; "
+            f"each service needs a database of its own"
+        )
+
+
+def claim(connection: Connection, service: str, variable: str) -> None:
+    """Make sure this database is `service`'s: refuse another service's, adopt a legacy version row."""
+    refuse_foreign(connection, service, variable)
+    tables = set(inspect(connection).get_table_names())
+    own = version_table(service)
+    if own in tables or LEGACY_VERSION_TABLE not in tables or not _own_tables(service) & tables:
+        return
+    legacy = MigrationContext.configure(connection).get_current_revision()
+    if legacy is None:
+        return
+    # The same DDL Alembic uses for a version table, with the revision this database already has.
+    connection.execute(text(f"CREATE TABLE {own} (version_num VARCHAR(32) NOT NULL, PRIMARY KEY (version_num))"))
+    connection.execute(text(f"INSERT INTO {own} (version_num) VALUES (:revision)"), {"revision": legacy})
+    connection.execute(text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
 
 
 def metadata_for(service: str) -> MetaData:
@@ -35,23 +109,25 @@ def alembic_config(service: str, url: str) -> Config:
     return config
 
 
-def upgrade(service: str, url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(service, url), revision)
+def upgrade(service: str, url: str, revision: str = "head", *, variable: str | None = None) -> None:
+    config = alembic_config(service, url)
+    config.attributes["variable"] = variable or service
+    command.upgrade(config, revision)
 
 
 def head_revision(service: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(service, "")).get_current_head()
 
 
-def revision_of(connection: Connection) -> str | None:
-    """The schema revision a database is at (None before the first migration)."""
-    return MigrationContext.configure(connection).get_current_revision()
+def revision_of(connection: Connection, service: str) -> str | None:
+    """The schema revision of `service` a database is at (None before its first migration)."""
+    return MigrationContext.configure(connection, opts={"version_table": version_table(service)}).get_current_revision()
 
 
-def current_revision(url: str) -> str | None:
+def current_revision(service: str, url: str) -> str | None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return revision_of(conn)
+            return revision_of(conn, service)
     finally:
         engine.dispose()

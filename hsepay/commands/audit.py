@@ -27,6 +27,7 @@ def audit(as_json: JsonOption = False) -> None:
         async with open_runtime() as rt:
             payments = await rt.ready_engine("payments")
             orders = await rt.ready_engine("orders")
+            await rt.check_distinct_databases()
             async with payments.connect() as p, orders.connect() as o:
                 # One repeatable-read snapshot per database, so each side is read consistently.
                 await p.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

@@ -28,7 +28,7 @@ def _scratch_databases(settings) -> dict[str, str]:
     urls = {}
     for service, name in BENCH_DATABASES.items():
         urls[service] = normalise_db_url(uris[name], "bench")
-        migrate.upgrade(service, urls[service])
+        migrate.upgrade(service, urls[service], variable="bench")
     return urls
 
 

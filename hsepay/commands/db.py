@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -10,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from hsepay import migrate
 from hsepay.bootstrap import describe_db_error
-from hsepay.commands.common import EXIT_USAGE, JsonOption, console, fail, print_json, runtime, services
+from hsepay.commands.common import JsonOption, console, execute, print_json, runtime, services
 from hsepay.config import ConfigError
 
 app = typer.Typer(
@@ -30,18 +29,25 @@ def upgrade(
     """
     specs = services(service)
     rt = runtime(specs)
-    results = {}
-    for spec in specs:
+
+    async def body() -> dict[str, str | None]:
         try:
-            asyncio.run(rt.check_database(spec.name))
-        except ConfigError as exc:
-            raise fail(str(exc), EXIT_USAGE) from None
-        url = rt.db_urls[spec.name]
-        try:
-            migrate.upgrade(spec.name, url)
-        except DBAPIError as exc:
-            raise fail(describe_db_error(rt.variable(spec.name), url, exc), EXIT_USAGE) from None
-        results[spec.name] = migrate.current_revision(url)
+            for spec in specs:
+                await rt.check_database(spec.name)
+            await rt.check_distinct_databases()
+            results = {}
+            for spec in specs:
+                try:
+                    await rt.migrate(spec.name)
+                except DBAPIError as exc:
+                    raise ConfigError(describe_db_error(rt.variable(spec.name), rt.db_urls[spec.name], exc)) from None
+                async with rt.engine(spec.name).connect() as conn:
+                    results[spec.name] = await conn.run_sync(migrate.revision_of, spec.name)
+            return results
+        finally:
+            await rt.dispose()
+
+    results = execute(body)
     if as_json:
         print_json(results)
     else:

@@ -12,7 +12,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from hsepay import migrate, registry
+from hsepay import registry
 from hsepay.bootstrap import Runtime
 from hsepay.commands.common import EXIT_USAGE, console, execute, fail, runtime
 from hsepay.relay.backlog import outbox_status
@@ -84,7 +84,9 @@ def up(
         try:
             for spec in registry.with_database():
                 await rt.check_database(spec.name)
-                await asyncio.to_thread(migrate.upgrade, spec.name, rt.db_urls[spec.name])
+            await rt.check_distinct_databases()
+            for spec in registry.with_database():
+                await rt.migrate(spec.name)
             broker = (await rt.connect_broker()).bootstrap_servers
             urls = {spec.name: f"http://{host}:{ports[spec.name][0]}" for spec in apis}
             servers = [api_server(rt, spec, host, ports[spec.name][0]) for spec in apis]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from hsepay.migrate import metadata_for
+from hsepay.migrate import claim, metadata_for, version_table
 
 
 def migrate_online(service: str) -> None:
@@ -29,6 +29,7 @@ def _migrate(connection, service: str) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata_for(service),
+        version_table=version_table(service),
         compare_type=True,
         compare_server_default=True,
         # Hold a lock for the run so two `hsepay db upgrade` in parallel cannot interleave.
@@ -36,4 +37,5 @@ def _migrate(connection, service: str) -> None:
     )
     with context.begin_transaction():
         context.execute("SELECT pg_advisory_xact_lock(hashtext('hsepay.migrations'))")
+        claim(connection, service, context.config.attributes.get("variable", service))
         context.run_migrations()

@@ -245,6 +245,26 @@ def test_same_database_for_both_services_exits_2(monkeypatch, db_urls):
     assert_one_line_error(invoke("order", "list"), 2, "HSEPAY_PAYMENTS_DB", "HSEPAY_ORDERS_DB")
 
 
+def _respelled(url: str) -> str:
+    """The same database under another spelling: a host name libpq ignores in favour of ?host=."""
+    return make_url(url).set(host="localhost").render_as_string(hide_password=False)
+
+
+def test_one_database_under_two_spellings_is_refused_before_anything_is_migrated(monkeypatch, db_urls):
+    monkeypatch.setenv("HSEPAY_ORDERS_DB", _respelled(db_urls["payments"]))
+    get_settings.cache_clear()
+    message = assert_one_line_error(invoke("db", "upgrade", "all"), 2, "HSEPAY_PAYMENTS_DB", "HSEPAY_ORDERS_DB")
+    assert "reach the same database" in message
+
+
+def test_a_service_pointed_at_another_services_database_says_so(monkeypatch, db_urls):
+    monkeypatch.setenv("HSEPAY_ORDERS_DB", _respelled(db_urls["payments"]))
+    get_settings.cache_clear()
+    message = assert_one_line_error(invoke("order", "list"), 2, "HSEPAY_ORDERS_DB")
+    assert "already holds the payments schema" in message
+    assert_one_line_error(invoke("db", "upgrade", "orders"), 2, "HSEPAY_ORDERS_DB", "already holds the payments schema")
+
+
 def test_missing_database_exits_2(monkeypatch, db_urls):
     missing = make_url(db_urls["payments"]).set(database=f"hsepay_missing_{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv("HSEPAY_PAYMENTS_DB", missing.render_as_string(hide_password=False))

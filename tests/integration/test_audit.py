@@ -105,10 +105,10 @@ async def test_balance_change_without_ledger_entry(settled, payments_engine, ord
 
 
 async def test_succeeded_decision_without_debit(settled, payments_engine, orders_engine):
-    ghost = uuid.uuid4()
+    ghost = settled["waiting"]  # a real order (rich, 1), decided "succeeded" with no debit behind it
     async with payments_engine.begin() as conn:
         await conn.execute(
-            insert(payment_decisions).values(order_id=ghost, user_id=settled["rich"], amount=40, status="succeeded")
+            insert(payment_decisions).values(order_id=ghost, user_id=settled["rich"], amount=1, status="succeeded")
         )
     report = await audit(payments_engine, orders_engine)
     assert failing(report) == {"debited_at_most_once"}
@@ -159,20 +159,35 @@ async def test_order_failed_whose_payment_succeeded(settled, payments_engine, or
     assert failing(report) == {"orders_match_decisions", "conservation"}
 
 
-async def test_conservation_alone_debit_for_an_order_the_orders_side_does_not_know(
-    settled, payments_engine, orders_engine
-):
+async def test_a_forged_payment_request_is_named_by_its_order_and_ledger_entry(settled, payments_engine, orders_engine):
     """The payments side is self-consistent (decision, debit, balance), but the money paid for an
-    order that does not exist: only conservation can tell."""
+    order that does not exist (a forged `order.created`): the audit names that order and its debit."""
+    forged = uuid.uuid4()
     async with payments_engine.begin() as conn:
         await payments_ops.process_payments(
-            conn, [PaymentRequest(order_id=uuid.uuid4(), user_id=settled["rich"], amount=123)]
+            conn, [PaymentRequest(order_id=forged, user_id=settled["rich"], amount=123)]
         )
     report = await audit(payments_engine, orders_engine)
-    assert failing(report) == {"conservation"}
+    assert failing(report) == {"decisions_have_orders", "conservation"}
+    (named,) = examples(report, "decisions_have_orders")
+    assert f"unknown order {forged}" in named and f"user {settled['rich']}" in named
+    assert f"debited 123 (ledger reference {forged})" in named
+    assert "never created" in examples(report, "conservation")[0]
     assert report.facts["accounts_balance_total"] + report.facts["successful_orders_total"] == (
         report.facts["deposits_total"] - 123
     )
+
+
+async def test_a_decision_on_other_terms_than_the_order_is_named(settled, payments_engine, orders_engine):
+    async with orders_engine.connect() as conn:
+        waiting = await orders_ops.get_order(conn, settled["waiting"])
+    async with payments_engine.begin() as conn:
+        await payments_ops.process_payments(
+            conn, [PaymentRequest(order_id=waiting.id, user_id=waiting.user_id, amount=waiting.amount + 1)]
+        )
+    report = await audit(payments_engine, orders_engine)
+    assert "orders_match_decisions" in failing(report)
+    assert any(f"order {waiting.id} is for {waiting.amount}" in e for e in examples(report, "orders_match_decisions"))
 
 
 async def test_conservation_names_orders_in_flight(settled, payments_engine, orders_engine):
