@@ -99,11 +99,12 @@ async def connect_broker(settings: Settings, stop: asyncio.Event | None = None) 
     A broker that does not answer yet is waited for (workers may start before Kafka does), until
     `stop`; a broker that refuses the idempotence the settings demand is a ConfigError.
     """
+    settings.kafka.security_options()  # a missing SASL setting is a ConfigError before anything starts
     bootstrap, is_embedded = locate_broker(settings)
     backoff = Backoff(settings.saga.max_backoff, initial=0.5)
     while True:
         try:
-            info = await probe_broker(bootstrap)
+            info = await probe_broker(bootstrap, **settings.kafka.security_options())
             break
         except BrokerProbeError as exc:
             log.warning("%s; retrying in %.1fs", exc, backoff.delay)
@@ -241,6 +242,7 @@ class Runtime:
             min_insync_replicas=kafka.min_insync_replicas,
             client_id=f"hsepay-{service}",
             delivery_timeout=kafka.delivery_timeout,
+            security=kafka.security_options(),
         )
 
     def consumer_group(self, service: str) -> str:

@@ -54,12 +54,29 @@ def section(cls: type) -> Any:
     return field(default_factory=cls, metadata={"section": cls})
 
 
-def setting(default: Any, env: str | None, parse: Parser | None, doc: str) -> Any:
-    """A dataclass field whose env var, parser and doc travel with its default."""
+def setting(default: Any, env: str | None, parse: Parser | None, doc: str, *, secret: bool = False) -> Any:
+    """A dataclass field whose env var, parser and doc travel with its default (a secret is never in a repr)."""
     kwargs: dict[str, Any] = (
         {"default_factory": default} if callable(default) and not isinstance(default, type) else {"default": default}
     )
-    return field(metadata={"setting": Setting(env, parse, doc)}, **kwargs)
+    return field(metadata={"setting": Setting(env, parse, doc)}, repr=not secret, **kwargs)
+
+
+def one_of(*choices: str) -> Parser:
+    def parse(raw: str, name: str) -> str:
+        value = raw.strip().upper()
+        if value not in choices:
+            raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def readable_file(raw: str, name: str) -> Path:
+    file = Path(raw.strip()).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{name}: {str(file)!r} is not a readable file")
+    return file
 
 
 # --- parsers ---------------------------------------------------------------------------------
@@ -226,6 +243,53 @@ class KafkaSettings:
     group_prefix: str = setting(
         "hsepay", "HSEPAY_GROUP_PREFIX", kafka_name, "consumer groups are <prefix>-payments and <prefix>-orders"
     )
+    security_protocol: str = setting(
+        "PLAINTEXT",
+        "HSEPAY_KAFKA_SECURITY_PROTOCOL",
+        one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "how clients reach the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    sasl_mechanism: str = setting(
+        "SCRAM-SHA-512",
+        "HSEPAY_KAFKA_SASL_MECHANISM",
+        one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        "SASL mechanism for the SASL_* protocols",
+    )
+    sasl_username: str | None = setting(None, "HSEPAY_KAFKA_SASL_USERNAME", text, "SASL user name")
+    sasl_password: str | None = setting(
+        None, "HSEPAY_KAFKA_SASL_PASSWORD", text, "SASL password (never logged)", secret=True
+    )
+    ssl_cafile: Path | None = setting(
+        None, "HSEPAY_KAFKA_SSL_CAFILE", readable_file, "CA bundle that signed the brokers' certificates (SSL_*)"
+    )
+    ssl_certfile: Path | None = setting(
+        None, "HSEPAY_KAFKA_SSL_CERTFILE", readable_file, "client certificate, for brokers that require one"
+    )
+    ssl_keyfile: Path | None = setting(None, "HSEPAY_KAFKA_SSL_KEYFILE", readable_file, "the client certificate's key")
+
+    def security_options(self) -> dict[str, Any]:
+        """aiokafka client options for the chosen protocol; ConfigError if a needed setting is missing."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            if not (self.sasl_username and self.sasl_password):
+                raise ConfigError(
+                    f"HSEPAY_KAFKA_SASL_USERNAME and HSEPAY_KAFKA_SASL_PASSWORD are needed with "
+                    f"HSEPAY_KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+                )
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.security_protocol.endswith("SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        return options
 
 
 @dataclass(frozen=True)
@@ -300,7 +364,7 @@ class ApiSettings:
 class Settings:
     data_dir: Path = setting(lambda: Path(".hsepay"), "HSEPAY_DATA_DIR", path, "files of the embedded engines")
     auth_secret: str | None = setting(
-        None, "HSEPAY_AUTH_SECRET", text, "secret for bearer tokens; unset: auth off (development only)"
+        None, "HSEPAY_AUTH_SECRET", text, "secret for bearer tokens; unset: auth off (development only)", secret=True
     )
     db: DatabaseSettings = section(DatabaseSettings)
     kafka: KafkaSettings = section(KafkaSettings)

@@ -151,3 +151,38 @@ def test_readme_lists_every_variable():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [variable for variable, _, _ in Settings.documented() if variable not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_sasl_needs_a_user_and_a_password_and_never_shows_the_password():
+    settings = Settings.from_env({"HSEPAY_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext"})
+    with pytest.raises(ConfigError, match="HSEPAY_KAFKA_SASL_USERNAME and HSEPAY_KAFKA_SASL_PASSWORD"):
+        settings.kafka.security_options()
+    settings = Settings.from_env(
+        {
+            "HSEPAY_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "HSEPAY_KAFKA_SASL_MECHANISM": "scram-sha-256",
+            "HSEPAY_KAFKA_SASL_USERNAME": "hsepay",
+            "HSEPAY_KAFKA_SASL_PASSWORD": "s3cret-value",
+            "HSEPAY_AUTH_SECRET": "jwt-s3cret",
+        }
+    )
+    assert settings.kafka.security_options() == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "hsepay",
+        "sasl_plain_password": "s3cret-value",
+    }
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "variable, raw",
+    [
+        ("HSEPAY_KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("HSEPAY_KAFKA_SASL_MECHANISM", "GSSAPI"),
+        ("HSEPAY_KAFKA_SSL_CAFILE", "/nope"),
+    ],
+)
+def test_bad_kafka_security_settings_name_the_variable(variable, raw):
+    with pytest.raises(ConfigError, match=rf"^{variable}:"):
+        Settings.from_env({variable: raw})
