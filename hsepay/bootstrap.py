@@ -26,9 +26,21 @@ from hsepay.relay.probe import BrokerInfo, BrokerProbeError, choose_idempotence,
 from hsepay.relay.probe import describe as describe_broker
 from hsepay.resilience import Backoff, describe, is_unavailable
 
-__all__ = ["BrokerEndpoint", "Runtime", "connect_broker", "describe_db_error", "ensure_database_urls", "locate_broker"]
+__all__ = [
+    "BrokerEndpoint",
+    "DatabaseUnavailable",
+    "Runtime",
+    "connect_broker",
+    "describe_db_error",
+    "ensure_database_urls",
+    "locate_broker",
+]
 
 log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(ConfigError):
+    """The database does not answer (down, restarting, unreachable); the message names the variable."""
 
 
 def _database(spec: ServiceSpec) -> registry.Database:
@@ -166,13 +178,30 @@ class Runtime:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            raise ConfigError(describe_db_error(self.variable(service), self.db_urls[service], exc)) from None
+            raise DatabaseUnavailable(describe_db_error(self.variable(service), self.db_urls[service], exc)) from None
 
     async def ready_engine(self, service: str) -> AsyncEngine:
         """The service engine, after checking that the database answers and has the current schema."""
         await self.check_database(service)
         await self.ensure_schema(service)
         return self.engine(service)
+
+    async def wait_ready_engine(self, service: str, stop: asyncio.Event | None = None) -> AsyncEngine:
+        """`ready_engine` for a long-running role: a database that does not answer yet (a server
+        restarting, a container starting) is waited for, up to `startup_wait` seconds."""
+        deadline = asyncio.get_running_loop().time() + self.settings.saga.startup_wait
+        backoff = Backoff(self.settings.saga.max_backoff, initial=0.2)
+        while True:
+            try:
+                return await self.ready_engine(service)
+            except Exception as exc:
+                if not isinstance(exc, DatabaseUnavailable) and not is_unavailable(exc):
+                    raise
+                if asyncio.get_running_loop().time() + backoff.delay > deadline:
+                    raise
+                log.warning("waiting for the %s database: %s", service, exc)
+                if not await backoff.wait(stop or asyncio.Event()):
+                    raise
 
     def is_embedded(self, service: str) -> bool:
         return self.settings.db.url_of(self.variable(service)) is None

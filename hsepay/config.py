@@ -348,6 +348,12 @@ class SagaSettings:
     max_backoff: float = setting(
         10.0, "HSEPAY_MAX_BACKOFF", seconds(0.1, 600), "upper bound of every retry backoff after a failure"
     )
+    startup_wait: float = setting(
+        60.0,
+        "HSEPAY_STARTUP_WAIT",
+        seconds(0, 3600),
+        "seconds a long-running role (serve, relay, consume) waits for an unreachable database at start",
+    )
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> _Server:
 
 async def serve_api(rt: Runtime, spec: ServiceSpec, *, host: str, port: int, with_workers: bool = False) -> None:
     if spec.database is not None:
-        await rt.ready_engine(spec.name)
+        await rt.wait_ready_engine(spec.name)
     server = api_server(rt, spec, host, port)
     stop = asyncio.Event()
     try:

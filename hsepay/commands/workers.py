@@ -17,7 +17,7 @@ def _run_workers(choice: str, *, relay: bool, consume: bool) -> None:
     async def body() -> None:
         async with open_runtime(specs) as rt:
             for spec in specs:
-                await rt.ready_engine(spec.name)
+                await rt.wait_ready_engine(spec.name)
             await rt.check_distinct_databases()
             async with start_workers(rt, specs, relay=relay, consume=consume) as workers:
                 log.info(

@@ -264,10 +264,11 @@ def forget_broker(data_dir: Path, pid: int) -> None:
             _state_file(data_dir).unlink(missing_ok=True)
 
 
-def stop_broker(data_dir: Path) -> bool:
+def stop_broker(data_dir: Path, *, hard: bool = False) -> bool:
     """Stop this data directory's broker if it runs; True if one was stopped.
 
-    Only the process broker.json names, and only if it is that broker, is signalled.
+    Only the process broker.json names, and only if it is that broker, is signalled: SIGTERM, or
+    SIGKILL at once when `hard` (what a crash looks like; Tansu loses everything it held).
     """
     if not _state_file(data_dir).exists():
         return False
@@ -278,7 +279,7 @@ def stop_broker(data_dir: Path) -> bool:
         if proc is None:
             return False
         with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
+            proc.kill() if hard else proc.terminate()
         if not wait_gone(proc, STOP_TIMEOUT / 2):
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()

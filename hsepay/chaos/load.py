@@ -1,0 +1,107 @@
+"""The order load of a chaos run: real HTTP clients that retry as a careful client would.
+
+Each intended order has its own Idempotency-Key and is retried on a 503, a 5xx or a transport error
+until the API accepts it, so every intention ends as exactly one order (or is reported). Every
+answer is counted by status, and so is every request that outlived the client's timeout: the
+APIs must answer 503 problem+json while the database is down, never 500, never hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+__all__ = ["LoadResult", "place_orders"]
+
+REQUEST_TIMEOUT = 10.0
+GIVE_UP_AFTER = 120.0
+
+
+@dataclass
+class LoadResult:
+    accepted: dict[str, uuid.UUID] = field(default_factory=dict)
+    """Idempotency key -> order id, for every order the API accepted."""
+    given_up: list[str] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    transport_errors: Counter = field(default_factory=Counter)
+    hung: int = 0
+    """Requests that got no answer within REQUEST_TIMEOUT."""
+    replays: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def server_errors(self) -> int:
+        """5xx answers other than 503 (503 is the promised answer while the database is down)."""
+        return sum(count for status, count in self.statuses.items() if status >= 500 and status != 503)
+
+
+async def _place_one(
+    client: httpx.AsyncClient, key: str, body: dict, headers: dict[str, str], result: LoadResult
+) -> None:
+    deadline = time.monotonic() + GIVE_UP_AFTER
+    delay = 0.1
+    while True:
+        try:
+            response = await client.post(
+                "/orders", json=body, headers={**headers, "Idempotency-Key": key}, timeout=REQUEST_TIMEOUT
+            )
+        except httpx.TimeoutException:
+            result.hung += 1
+        except httpx.TransportError as exc:
+            result.transport_errors[type(exc).__name__] += 1
+        else:
+            result.statuses[response.status_code] += 1
+            if response.status_code == 202:
+                result.accepted[key] = uuid.UUID(response.json()["id"])
+                if response.headers.get("Idempotent-Replayed") == "true":
+                    result.replays += 1
+                return
+            if response.status_code < 500 and response.status_code != 429:
+                result.given_up.append(f"{key}: {response.status_code} {response.text[:200]}")
+                return
+        if time.monotonic() > deadline:
+            result.given_up.append(f"{key}: no 202 within {GIVE_UP_AFTER:g}s")
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def place_orders(
+    orders_url: str,
+    users: list[uuid.UUID],
+    *,
+    count: int,
+    rate: float,
+    seed: int,
+    headers: dict[str, str] | None = None,
+    concurrency: int = 64,
+) -> LoadResult:
+    """`count` orders at `rate` per second over HTTP, amounts 1..20 from random `users`."""
+    rng = random.Random(seed)
+    result = LoadResult(started=time.time())
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    slots = asyncio.Semaphore(concurrency)
+    tasks: list[asyncio.Task] = []
+
+    async def one(index: int, body: dict) -> None:
+        async with slots:
+            await _place_one(client, f"chaos-{seed}-{index}", body, headers or {}, result)
+
+    async with httpx.AsyncClient(base_url=orders_url, limits=limits) as client:
+        begin = time.monotonic()
+        for index in range(count):
+            body = {"user_id": str(rng.choice(users)), "amount": rng.randint(1, 20), "description": f"chaos {index}"}
+            pause = begin + index / rate - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.create_task(one(index, body)))
+        await asyncio.gather(*tasks)
+    result.finished = time.time()
+    return result

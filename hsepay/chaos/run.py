@@ -1,0 +1,423 @@
+"""A chaos run: every role its own process, orders over HTTP, faults on a schedule, then the verdict.
+
+The verdict holds only if every intended order was accepted exactly once and reached a final
+status within `settle_timeout` seconds of the last fault, no request got a 500 or hung, and the
+money audit is clean (no double debit, conservation exact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from hsepay import registry
+from hsepay.audit import check_invariants
+from hsepay.bootstrap import Runtime
+from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
+from hsepay.chaos.load import LoadResult, place_orders
+from hsepay.chaos.roles import Role, RoleSet
+from hsepay.config import Settings
+from hsepay.orders.tables import orders as orders_table
+from hsepay.payments import operations as payments_ops
+from hsepay.relay.broker import ensure_topics, partition_offsets
+from hsepay.resilience import describe, is_unavailable
+
+__all__ = ["ChaosReport", "ChaosSetup", "run_chaos"]
+
+log = logging.getLogger(__name__)
+
+STUCK_AFTER = 1.0
+"""An order still `created` this many seconds after its creation counts as stuck."""
+SAMPLE_EVERY = 0.25
+
+
+@dataclass
+class ChaosSetup:
+    environ: dict[str, str]
+    """The HSEPAY_* environment of every role process (databases, broker, topics, groups)."""
+    work_dir: Path
+    broker: BrokerControl | None = None
+    postgres: PostgresControl | None = None
+    relays_per_service: int = 2
+    api_args: tuple[str, ...] = ()
+    """Extra arguments of `hsepay serve` (e.g. --insecure-no-auth)."""
+
+
+@dataclass
+class FaultRecord:
+    fault: Fault
+    started: float = 0.0
+    returned: float | None = None
+    """When the broken part was back (a node started, a process restarted)."""
+    ended: float = 0.0
+    recovery_s: float | None = None
+    after_return_s: float | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fault": self.fault.label(),
+            "at_s": self.fault.at,
+            "down_s": self.fault.down,
+            "detail": self.detail,
+            "recovery_s": self.recovery_s,
+            "after_return_s": self.after_return_s,
+        }
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    intended: int
+    load: LoadResult
+    faults: list[FaultRecord]
+    final: int = 0
+    lost: list[str] = field(default_factory=list)
+    drained_after_last_fault_s: float | None = None
+    duplicates_absorbed: int = 0
+    redriven: int = 0
+    audit: dict[str, Any] = field(default_factory=dict)
+    role_exits: dict[str, int | None] = field(default_factory=dict)
+    role_starts: dict[str, int] = field(default_factory=dict)
+    died: dict[str, int | None] = field(default_factory=dict)
+    """Roles that exited by themselves during the run (name -> exit code): a role must ride out faults."""
+
+    @property
+    def double_debits(self) -> int:
+        return next((c["violations"] for c in self.audit.get("checks", []) if c["name"] == "debited_at_most_once"), 0)
+
+    @property
+    def longest_recovery_s(self) -> float | None:
+        values = [f.recovery_s for f in self.faults if f.recovery_s is not None]
+        return max(values) if values else None
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.lost
+            and not self.load.given_up
+            and self.load.server_errors == 0
+            and self.load.hung == 0
+            and bool(self.audit.get("ok"))
+            and not self.died
+        )
+
+    def verdict(self) -> str:
+        kinds: dict[str, int] = {}
+        for record in self.faults:
+            kinds[record.fault.kind] = kinds.get(record.fault.kind, 0) + 1
+        longest = self.longest_recovery_s
+        drained = self.drained_after_last_fault_s
+        return (
+            f"chaos seed={self.seed}: {len(self.load.accepted)}/{self.intended} orders accepted, {self.final} final, "
+            f"lost {len(self.lost) + len(self.load.given_up)}, double debits {self.double_debits}, "
+            f"{len(self.faults)} faults ({', '.join(f'{k}×{n}' for k, n in kinds.items()) or 'none'}), "
+            f"duplicates absorbed {self.duplicates_absorbed}, re-driven {self.redriven}, "
+            f"longest recovery {'-' if longest is None else f'{longest:.1f}s'}, "
+            f"drained {'-' if drained is None else f'{drained:.1f}s'} after the last fault, "
+            f"HTTP 5xx (not 503) {self.load.server_errors}, hung {self.load.hung}, "
+            f"roles died {', '.join(self.died) or 'none'}, "
+            f"audit {'ok' if self.audit.get('ok') else 'FAILED'} → {'PASS' if self.passed else 'FAIL'}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "verdict": self.verdict(),
+            "seed": self.seed,
+            "orders": {"intended": self.intended, "accepted": len(self.load.accepted), "final": self.final},
+            "lost": self.lost + self.load.given_up,
+            "double_debits": self.double_debits,
+            "duplicates_absorbed": self.duplicates_absorbed,
+            "redriven": self.redriven,
+            "faults": [f.to_json() for f in self.faults],
+            "longest_recovery_s": self.longest_recovery_s,
+            "drained_after_last_fault_s": self.drained_after_last_fault_s,
+            "http": {
+                "statuses": {str(k): v for k, v in sorted(self.load.statuses.items())},
+                "transport_errors": dict(self.load.transport_errors),
+                "hung": self.load.hung,
+                "replays": self.load.replays,
+            },
+            "role_exits": self.role_exits,
+            "died": self.died,
+            "role_starts": self.role_starts,
+            "audit": self.audit,
+        }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _roles(setup: ChaosSetup, ports: dict[str, int]) -> RoleSet:
+    roles = RoleSet()
+    for spec in registry.with_database():
+        roles.add(
+            Role(
+                f"api-{spec.name}",
+                ["serve", spec.name, "--port", str(ports[spec.name]), *setup.api_args],
+                setup.environ,
+                setup.work_dir,
+            )
+        )
+        for i in range(setup.relays_per_service):
+            roles.add(Role(f"relay-{spec.name}-{i + 1}", ["relay", spec.name], setup.environ, setup.work_dir))
+        roles.add(Role(f"consume-{spec.name}", ["consume", spec.name], setup.environ, setup.work_dir))
+    return roles
+
+
+async def _open_accounts(rt: Runtime, users: int, seed: int) -> list[uuid.UUID]:
+    """Users to order for: most funded, some poor (insufficient_funds), some without an account."""
+    rng = random.Random(seed)
+    people = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(users)]
+    async with rt.engine("payments").begin() as conn:
+        for index, user in enumerate(people):
+            if index % 20 == 19:
+                continue  # account_not_found
+            await payments_ops.create_account(conn, user)
+            await payments_ops.deposit(conn, user, 50 if index % 10 == 9 else 1_000_000)
+    return people
+
+
+async def _wait_ready(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(f"{url}/health/ready", timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready within {timeout:g}s")
+            await asyncio.sleep(0.2)
+
+
+class _Sampler:
+    """Counts stuck orders every SAMPLE_EVERY seconds (None while the database cannot be asked)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.samples: list[tuple[float, int | None]] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        query = select(func.count()).where(
+            orders_table.c.status == "created",
+            orders_table.c.created_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, STUCK_AFTER),
+        )
+        while not stop.is_set():
+            try:
+                async with self.rt.engine("orders").connect() as conn:
+                    stuck = (await conn.execute(query)).scalar_one()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                stuck = None
+            self.samples.append((time.time(), stuck))
+            await asyncio.sleep(SAMPLE_EVERY)
+
+    def recovered_at(self, since: float, until: float) -> float | None:
+        """When orders settled again after `since`: the first clean sample after the last stall
+        that began before `until`. `since` itself when no stall was seen."""
+        stalled = False
+        for at, stuck in self.samples:
+            if at < since:
+                continue
+            if stuck is None or stuck > 0:
+                if at < until:
+                    stalled = True
+                continue
+            if stalled:
+                return at
+            if at >= until:
+                return since
+        return None
+
+
+async def _inject(fault: Fault, setup: ChaosSetup, roles: RoleSet, topics: dict[str, str], record: FaultRecord) -> None:
+    record.started = time.time()
+    if fault.kind == "kill-role":
+        role = roles.roles[fault.target]
+        role.kill9()
+        await asyncio.sleep(fault.down)
+        role.start()
+        record.returned = time.time()
+    elif fault.kind == "broker-kill":
+        broker = _need(setup.broker, fault)
+        if fault.target.startswith("leader:"):
+            leaders = sorted(await broker.leaders(topics.get(fault.target[7:], fault.target[7:])))
+            node = leaders[0] if leaders else broker.nodes()[0]
+        else:
+            node = int(fault.target or broker.nodes()[0])
+        record.detail = f"node {node}"
+        await broker.kill(node)
+        await asyncio.sleep(fault.down)
+        await broker.start([node])
+        record.returned = time.time()
+    elif fault.kind == "broker-rolling":
+        broker = _need(setup.broker, fault)
+        for node in broker.nodes():
+            await broker.term(node)
+            await broker.start([node])
+            await broker.wait_healthy(180)
+        record.returned = time.time()
+    elif fault.kind == "broker-restart-all":
+        broker = _need(setup.broker, fault)
+        await broker.stop_all()  # type: ignore[attr-defined]
+        await broker.start_all()  # type: ignore[attr-defined]
+        await broker.wait_healthy(180)
+        record.returned = time.time()
+    elif fault.kind == "pg-restart":
+        postgres = _need(setup.postgres, fault)
+        await postgres.stop()
+        await asyncio.sleep(fault.down)
+        await postgres.start()
+        record.returned = time.time()
+    else:
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
+    record.ended = time.time()
+
+
+def _need(part, fault: Fault):
+    if part is None:
+        raise ValueError(f"{fault.kind} needs a control adapter for it")
+    return part
+
+
+async def _faults(
+    plan: Sequence[Fault], setup: ChaosSetup, roles: RoleSet, topics: dict[str, str], begin: float
+) -> list[FaultRecord]:
+    records = []
+    for fault in sorted(plan, key=lambda f: f.at):
+        await asyncio.sleep(max(0.0, begin + fault.at - time.time()))
+        record = FaultRecord(fault)
+        log.warning("chaos: %s", fault.label())
+        await _inject(fault, setup, roles, topics, record)
+        records.append(record)
+    return records
+
+
+async def _final_count(rt: Runtime, ids: Sequence[uuid.UUID]) -> tuple[int, list[uuid.UUID]]:
+    async with rt.engine("orders").connect() as conn:
+        rows = (
+            await conn.execute(select(orders_table.c.id, orders_table.c.status).where(orders_table.c.id.in_(ids)))
+        ).all()
+    final = {row.id for row in rows if row.status != "created"}
+    return len(final), [order_id for order_id in ids if order_id not in final]
+
+
+async def _drain(rt: Runtime, ids: list[uuid.UUID], deadline: float) -> tuple[int, list[uuid.UUID]]:
+    while True:
+        try:
+            final, pending = await _final_count(rt, ids)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            final, pending = 0, ids
+        if not pending or time.time() > deadline:
+            return final, pending
+        await asyncio.sleep(0.2)
+
+
+async def _duplicates(rt: Runtime) -> int:
+    """Messages delivered more than once and dropped by an inbox: messages on a service's topics
+    minus the events its inbox recorded (a lower bound where a broker lost messages)."""
+    duplicates = 0
+    for spec in registry.with_database():
+        offsets = await partition_offsets(rt.broker_config(spec.name), None, spec.consumes(rt.settings.kafka))
+        delivered = sum(end for end, _ in offsets.values())
+        async with rt.engine(spec.name).connect() as conn:
+            recorded = (await conn.execute(select(func.count()).select_from(spec.database.inbox))).scalar_one()
+        duplicates += max(0, delivered - recorded)
+    return duplicates
+
+
+async def run_chaos(
+    setup: ChaosSetup,
+    *,
+    seed: int,
+    orders: int,
+    rate: float,
+    users: int,
+    plan: Sequence[Fault],
+    settle_timeout: float = 30.0,
+) -> ChaosReport:
+    """Run the roles, the load and the faults; always stop every role before returning."""
+    settings = Settings.from_env(setup.environ)
+    rt = Runtime.from_settings(settings)
+    ports = {spec.name: _free_port() for spec in registry.with_database()}
+    roles = _roles(setup, ports)
+    try:
+        report = await _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout)
+    except Exception as exc:
+        log.error("chaos run failed: %s", describe(exc))
+        raise
+    finally:
+        exits = roles.stop_all()
+        await rt.dispose()
+    report.role_exits = exits
+    return report
+
+
+async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout) -> ChaosReport:
+    settings = rt.settings
+    for spec in registry.with_database():
+        await rt.migrate(spec.name)
+    broker = await rt.connect_broker()
+    for spec in registry.with_database():
+        await ensure_topics(rt.broker_config(spec.name), spec.produces(settings.kafka))
+    people = await _open_accounts(rt, users, seed)
+    roles.start_all()
+    for port in ports.values():
+        await _wait_ready(f"http://127.0.0.1:{port}", 60)
+    log.info("chaos: roles up (%s), broker %s", ", ".join(roles.roles), broker.bootstrap_servers)
+
+    sampler, stop_sampling = _Sampler(rt), asyncio.Event()
+    sampling = asyncio.create_task(sampler.run(stop_sampling))
+    begin = time.time()
+    topics = {"orders": settings.kafka.orders_topic, "payment-status": settings.kafka.payment_status_topic}
+    injecting = asyncio.create_task(_faults(plan, setup, roles, topics, begin))
+    load = await place_orders(f"http://127.0.0.1:{ports['orders']}", people, count=orders, rate=rate, seed=seed)
+    records = await injecting
+    for engine in rt.engines.values():
+        await engine.dispose()  # a restarted PostgreSQL left the pool's connections dead
+    last_fault = max((r.ended for r in records), default=load.finished)
+    ids = list(load.accepted.values())
+    final, pending = await _drain(rt, ids, max(last_fault, load.finished) + settle_timeout)
+    drained_at = time.time()
+    stop_sampling.set()
+    await sampling
+    for index, record in enumerate(records):
+        until = records[index + 1].started if index + 1 < len(records) else drained_at
+        recovered = sampler.recovered_at(record.started, until)
+        if recovered is not None:
+            record.recovery_s = round(recovered - record.started, 2)
+            if record.returned is not None:
+                record.after_return_s = round(max(0.0, recovered - record.returned), 2)
+    report = ChaosReport(seed=seed, intended=orders, load=load, faults=records, final=final)
+    report.lost = [f"order {order_id} still created" for order_id in pending]
+    report.drained_after_last_fault_s = round(drained_at - last_fault, 2) if records and not pending else None
+    report.duplicates_absorbed = await _duplicates(rt)
+    async with rt.engine("orders").connect() as conn:
+        report.redriven = (
+            await conn.execute(select(func.coalesce(func.sum(orders_table.c.payment_requests - 1), 0)))
+        ).scalar_one()
+    async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
+        report.audit = (await check_invariants(p, o)).to_json()
+    report.role_starts = {name: role.starts for name, role in roles.roles.items()}
+    report.died = {name: roles.roles[name].proc.returncode for name in roles.dead()}
+    return report
