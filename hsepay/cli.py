@@ -9,6 +9,7 @@ import typer
 from hsepay.commands import account, db, inbox, order, outbox
 from hsepay.commands.audit import audit
 from hsepay.commands.bench import bench
+from hsepay.commands.chaos import chaos
 from hsepay.commands.engines import broker, stop
 from hsepay.commands.serve import serve
 from hsepay.commands.up import up
@@ -28,6 +29,7 @@ app.command()(broker)
 app.command()(stop)
 app.command()(audit)
 app.command()(bench)
+app.command()(chaos)
 app.add_typer(db.app, name="db")
 app.add_typer(account.app, name="account")
 app.add_typer(order.app, name="order")

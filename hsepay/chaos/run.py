@@ -33,7 +33,7 @@ from hsepay.payments import operations as payments_ops
 from hsepay.relay.broker import ensure_topics, partition_offsets
 from hsepay.resilience import describe, is_unavailable
 
-__all__ = ["ChaosReport", "ChaosSetup", "run_chaos"]
+__all__ = ["ChaosReport", "ChaosSetup", "role_commands", "run_chaos"]
 
 log = logging.getLogger(__name__)
 
@@ -163,20 +163,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def role_commands(
+    ports: dict[str, int], relays_per_service: int = 2, api_args: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """Each role's name and `hsepay` arguments: per service its API, its relays and its consumer."""
+    commands: dict[str, list[str]] = {}
+    for spec in registry.with_database():
+        commands[f"api-{spec.name}"] = ["serve", spec.name, "--port", str(ports.get(spec.name, 0)), *api_args]
+        for i in range(relays_per_service):
+            commands[f"relay-{spec.name}-{i + 1}"] = ["relay", spec.name]
+        commands[f"consume-{spec.name}"] = ["consume", spec.name]
+    return commands
+
+
 def _roles(setup: ChaosSetup, ports: dict[str, int]) -> RoleSet:
     roles = RoleSet()
-    for spec in registry.with_database():
-        roles.add(
-            Role(
-                f"api-{spec.name}",
-                ["serve", spec.name, "--port", str(ports[spec.name]), *setup.api_args],
-                setup.environ,
-                setup.work_dir,
-            )
-        )
-        for i in range(setup.relays_per_service):
-            roles.add(Role(f"relay-{spec.name}-{i + 1}", ["relay", spec.name], setup.environ, setup.work_dir))
-        roles.add(Role(f"consume-{spec.name}", ["consume", spec.name], setup.environ, setup.work_dir))
+    for name, args in role_commands(ports, setup.relays_per_service, setup.api_args).items():
+        roles.add(Role(name, args, setup.environ, setup.work_dir))
     return roles
 
 
