@@ -14,9 +14,8 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import func, select
@@ -25,7 +24,9 @@ from hsepay import registry
 from hsepay.audit import check_invariants
 from hsepay.bootstrap import Runtime
 from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
-from hsepay.chaos.load import LoadResult, place_orders
+from hsepay.chaos.load import place_orders
+from hsepay.chaos.observe import Sampler
+from hsepay.chaos.report import ChaosReport, FaultRecord
 from hsepay.chaos.roles import Role, RoleSet
 from hsepay.config import Settings
 from hsepay.orders.tables import orders as orders_table
@@ -36,10 +37,6 @@ from hsepay.resilience import describe, is_unavailable
 __all__ = ["ChaosReport", "ChaosSetup", "role_commands", "run_chaos"]
 
 log = logging.getLogger(__name__)
-
-STUCK_AFTER = 1.0
-"""An order still `created` this many seconds after its creation counts as stuck."""
-SAMPLE_EVERY = 0.25
 
 
 @dataclass
@@ -52,109 +49,6 @@ class ChaosSetup:
     relays_per_service: int = 2
     api_args: tuple[str, ...] = ()
     """Extra arguments of `hsepay serve` (e.g. --insecure-no-auth)."""
-
-
-@dataclass
-class FaultRecord:
-    fault: Fault
-    started: float = 0.0
-    returned: float | None = None
-    """When the broken part was back (a node started, a process restarted)."""
-    ended: float = 0.0
-    recovery_s: float | None = None
-    after_return_s: float | None = None
-    detail: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "fault": self.fault.label(),
-            "at_s": self.fault.at,
-            "down_s": self.fault.down,
-            "detail": self.detail,
-            "recovery_s": self.recovery_s,
-            "after_return_s": self.after_return_s,
-        }
-
-
-@dataclass
-class ChaosReport:
-    seed: int
-    intended: int
-    load: LoadResult
-    faults: list[FaultRecord]
-    final: int = 0
-    lost: list[str] = field(default_factory=list)
-    drained_after_last_fault_s: float | None = None
-    duplicates_absorbed: int = 0
-    redriven: int = 0
-    audit: dict[str, Any] = field(default_factory=dict)
-    role_exits: dict[str, int | None] = field(default_factory=dict)
-    role_starts: dict[str, int] = field(default_factory=dict)
-    died: dict[str, int | None] = field(default_factory=dict)
-    """Roles that exited by themselves during the run (name -> exit code): a role must ride out faults."""
-
-    @property
-    def double_debits(self) -> int:
-        return next((c["violations"] for c in self.audit.get("checks", []) if c["name"] == "debited_at_most_once"), 0)
-
-    @property
-    def longest_recovery_s(self) -> float | None:
-        values = [f.recovery_s for f in self.faults if f.recovery_s is not None]
-        return max(values) if values else None
-
-    @property
-    def passed(self) -> bool:
-        return (
-            not self.lost
-            and not self.load.given_up
-            and self.load.server_errors == 0
-            and self.load.hung == 0
-            and bool(self.audit.get("ok"))
-            and not self.died
-        )
-
-    def verdict(self) -> str:
-        kinds: dict[str, int] = {}
-        for record in self.faults:
-            kinds[record.fault.kind] = kinds.get(record.fault.kind, 0) + 1
-        longest = self.longest_recovery_s
-        drained = self.drained_after_last_fault_s
-        return (
-            f"chaos seed={self.seed}: {len(self.load.accepted)}/{self.intended} orders accepted, {self.final} final, "
-            f"lost {len(self.lost) + len(self.load.given_up)}, double debits {self.double_debits}, "
-            f"{len(self.faults)} faults ({', '.join(f'{k}×{n}' for k, n in kinds.items()) or 'none'}), "
-            f"duplicates absorbed {self.duplicates_absorbed}, re-driven {self.redriven}, "
-            f"longest recovery {'-' if longest is None else f'{longest:.1f}s'}, "
-            f"drained {'-' if drained is None else f'{drained:.1f}s'} after the last fault, "
-            f"HTTP 5xx (not 503) {self.load.server_errors}, hung {self.load.hung}, "
-            f"roles died {', '.join(self.died) or 'none'}, "
-            f"audit {'ok' if self.audit.get('ok') else 'FAILED'} → {'PASS' if self.passed else 'FAIL'}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "verdict": self.verdict(),
-            "seed": self.seed,
-            "orders": {"intended": self.intended, "accepted": len(self.load.accepted), "final": self.final},
-            "lost": self.lost + self.load.given_up,
-            "double_debits": self.double_debits,
-            "duplicates_absorbed": self.duplicates_absorbed,
-            "redriven": self.redriven,
-            "faults": [f.to_json() for f in self.faults],
-            "longest_recovery_s": self.longest_recovery_s,
-            "drained_after_last_fault_s": self.drained_after_last_fault_s,
-            "http": {
-                "statuses": {str(k): v for k, v in sorted(self.load.statuses.items())},
-                "transport_errors": dict(self.load.transport_errors),
-                "hung": self.load.hung,
-                "replays": self.load.replays,
-            },
-            "role_exits": self.role_exits,
-            "died": self.died,
-            "role_starts": self.role_starts,
-            "audit": self.audit,
-        }
 
 
 def _free_port() -> int:
@@ -208,47 +102,6 @@ async def _wait_ready(url: str, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} not ready within {timeout:g}s")
             await asyncio.sleep(0.2)
-
-
-class _Sampler:
-    """Counts stuck orders every SAMPLE_EVERY seconds (None while the database cannot be asked)."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.samples: list[tuple[float, int | None]] = []
-
-    async def run(self, stop: asyncio.Event) -> None:
-        query = select(func.count()).where(
-            orders_table.c.status == "created",
-            orders_table.c.created_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, STUCK_AFTER),
-        )
-        while not stop.is_set():
-            try:
-                async with self.rt.engine("orders").connect() as conn:
-                    stuck = (await conn.execute(query)).scalar_one()
-            except Exception as exc:
-                if not is_unavailable(exc):
-                    raise
-                stuck = None
-            self.samples.append((time.time(), stuck))
-            await asyncio.sleep(SAMPLE_EVERY)
-
-    def recovered_at(self, since: float, until: float) -> float | None:
-        """When orders settled again after `since`: the first clean sample after the last stall
-        that began before `until`. `since` itself when no stall was seen."""
-        stalled = False
-        for at, stuck in self.samples:
-            if at < since:
-                continue
-            if stuck is None or stuck > 0:
-                if at < until:
-                    stalled = True
-                continue
-            if stalled:
-                return at
-            if at >= until:
-                return since
-        return None
 
 
 async def _inject(fault: Fault, setup: ChaosSetup, roles: RoleSet, topics: dict[str, str], record: FaultRecord) -> None:
@@ -389,7 +242,7 @@ async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_
         await _wait_ready(f"http://127.0.0.1:{port}", 60)
     log.info("chaos: roles up (%s), broker %s", ", ".join(roles.roles), broker.bootstrap_servers)
 
-    sampler, stop_sampling = _Sampler(rt), asyncio.Event()
+    sampler, stop_sampling = Sampler(rt), asyncio.Event()
     sampling = asyncio.create_task(sampler.run(stop_sampling))
     begin = time.time()
     topics = {"orders": settings.kafka.orders_topic, "payment-status": settings.kafka.payment_status_topic}
