@@ -71,7 +71,10 @@ WORKDIR="$(cd "$WORKDIR" && pwd)"
 
 cat >"$WORKDIR/log4j2.properties" <<'EOF'
 # One file per node (kafka.logs.dir is set per JVM); INFO for the broker, WARN for chatty internals.
+# No shutdown hook of log4j's own: it would close the file while Kafka's hook is still shutting down,
+# and lose what a node that hangs or fails in its shutdown says (lines are flushed as written anyway).
 status = warn
+shutdownHook = disable
 appender.file.type = File
 appender.file.name = FILE
 appender.file.fileName = ${sys:kafka.logs.dir}/server.log
