@@ -10,7 +10,9 @@
 # NODES voters (controller.quorum.bootstrap.servers; `format --standalone` for 1 node,
 # `--initial-controllers` for more). Replication: factor min(NODES, 3) for every internal topic and
 # as the default, min.insync.replicas 2 when NODES >= 3. WORKDIR is wiped and gets per node its
-# server.properties, data, server.log (broker log) and stdout.log, plus node<i>.pid.
+# server.properties, data, server.log (broker log) and stdout.log, plus node<i>.pid, bootstrap (the
+# line printed on stdout) and kraft.env (the launch settings that node-ctl.sh reuses to stop, kill and
+# restart single nodes, or the whole cluster on its existing data).
 #
 # Environment: KAFKA_LIBDIR (default: lib/ beside this script), JAVA_HOME or java on PATH (>= 17),
 # KAFKA_HEAP_OPTS (default -Xmx512m -Xms256m), KAFKA_START_TIMEOUT seconds (default 90).
@@ -24,7 +26,11 @@ NODES=$1
 BASE_PORT=$2
 WORKDIR=$3
 HERE="$(cd "$(dirname "$0")" && pwd)"
+KRAFT_HERE=$HERE
+# shellcheck source=kraft-common.sh
+source "$HERE/kraft-common.sh"
 LIBDIR="${KAFKA_LIBDIR:-$HERE/lib}"
+LIBDIR="$(cd "$LIBDIR" 2>/dev/null && pwd || echo "$LIBDIR")"  # absolute: node-ctl.sh may run elsewhere
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
@@ -41,10 +47,16 @@ java_major=$("$JAVA" -XshowSettings:properties -version 2>&1 | awk -F' = ' '/jav
 [[ "${java_major%%.*}" -ge 17 ]] 2>/dev/null || die "Kafka 4.x needs Java >= 17; $JAVA is '${java_major:-unknown}'"
 CP="$LIBDIR/*"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# What kraft_launch_node uses, recorded in WORKDIR/kraft.env below for node-ctl.sh.
+KRAFT_NODES=$NODES
+KRAFT_BASE_PORT=$BASE_PORT
+KRAFT_JAVA=$JAVA
+KRAFT_LIBDIR=$LIBDIR
+KRAFT_HEAP_OPTS=$HEAP_OPTS
 
-broker_port() { echo $((BASE_PORT + $1 - 1)); }
-controller_port() { echo $((BASE_PORT + 100 + $1 - 1)); }
+port_open() { kraft_port_open "$@"; }
+broker_port() { kraft_broker_port "$@"; }
+controller_port() { kraft_controller_port "$@"; }
 
 for i in $(seq 1 "$NODES"); do
     for p in "$(broker_port "$i")" "$(controller_port "$i")"; do
@@ -68,6 +80,7 @@ min_isr=$((rf < 2 ? 1 : 2))
 rm -rf "$WORKDIR"
 mkdir -p "$WORKDIR"
 WORKDIR="$(cd "$WORKDIR" && pwd)"
+kraft_write_env "$WORKDIR"
 
 cat >"$WORKDIR/log4j2.properties" <<'EOF'
 # One file per node (kafka.logs.dir is set per JVM); INFO for the broker, WARN for chatty internals.
@@ -165,13 +178,7 @@ done
 # --initial-controllers ids are the ones generated above. Either way the node uses what is on disk.
 
 for i in $(seq 1 "$NODES"); do
-    node="$WORKDIR/node$i"
-    # shellcheck disable=SC2086
-    "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
-        -Djava.awt.headless=true -Dkafka.logs.dir="$node" \
-        -Dlog4j2.configurationFile="file:$WORKDIR/log4j2.properties" \
-        -cp "$CP" kafka.Kafka "$node/server.properties" >"$node/stdout.log" 2>&1 </dev/null &
-    echo $! >"$WORKDIR/node$i.pid"
+    kraft_launch_node "$WORKDIR" "$i"
 done
 log "started $NODES node(s), cluster $cluster_id, logs in $WORKDIR/node*/server.log"
 
@@ -196,8 +203,7 @@ for i in $(seq 1 "$NODES"); do
 done
 remaining=$((deadline - SECONDS))
 ((remaining > 0)) || remaining=1
-"$JAVA" -Xmx128m -Dlog4j2.configurationFile="file:$WORKDIR/log4j2-tools.properties" -cp "$CP" \
-    "$HERE/WaitBrokers.java" "$bootstrap" "$NODES" "$remaining" >&2 \
+kraft_admin "$WORKDIR" wait-brokers "$bootstrap" "$NODES" "$remaining" >&2 \
     || fail_with_logs "metadata did not show $NODES broker(s) within ${TIMEOUT}s"
 echo "$bootstrap" >"$WORKDIR/bootstrap"
 log "ready after ${SECONDS}s: $bootstrap"
