@@ -6,6 +6,7 @@
 # start-kraft.sh records the launch settings in WORKDIR/kraft.env (kraft_write_env); node-ctl.sh reads
 # them back (kraft_read_env) instead of taking them from its own environment, which may differ.
 #   KRAFT_NODES KRAFT_BASE_PORT    cluster shape: node i's client port is KRAFT_BASE_PORT+i-1
+#   KRAFT_SASL_BASE_PORT           node i's SASL_PLAINTEXT (SCRAM) port is this +i-1; empty: no SCRAM listener
 #   KRAFT_JAVA KRAFT_LIBDIR        the java binary and the directory of broker jars
 #   KRAFT_HEAP_OPTS                heap options of every node
 
@@ -14,7 +15,7 @@ kraft_write_env() {  # WORKDIR
     {
         echo "# Written by start-kraft.sh; node-ctl.sh restarts nodes with these settings."
         local var
-        for var in KRAFT_NODES KRAFT_BASE_PORT KRAFT_JAVA KRAFT_LIBDIR KRAFT_HEAP_OPTS; do
+        for var in KRAFT_NODES KRAFT_BASE_PORT KRAFT_SASL_BASE_PORT KRAFT_JAVA KRAFT_LIBDIR KRAFT_HEAP_OPTS; do
             printf '%s=%q\n' "$var" "${!var}"
         done
     } >"$1/kraft.env"

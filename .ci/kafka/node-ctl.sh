@@ -146,6 +146,7 @@ signal_nodes() {  # SIGNAL N...: SIGSTOP / SIGCONT
 node_ports() {  # N: the ports node N listens on
     kraft_broker_port "$1"
     kraft_controller_port "$1"
+    [[ -z "${KRAFT_SASL_BASE_PORT:-}" ]] || echo $((KRAFT_SASL_BASE_PORT + $1 - 1))
 }
 
 show_logs() {  # N
