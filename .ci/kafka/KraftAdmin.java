@@ -43,9 +43,11 @@ import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.errors.ElectionNotNeededException;
 
 public class KraftAdmin {
-    /** Bounds every single Admin call: generous, as other jobs may load the box (a load of 20 on 2 cores
-     *  was seen to make createTopics take over 5 s), but never past the deadline of a wait-* command. */
-    static final long CALL_MS = 15_000;
+    /** Bounds every single Admin call. One-shot commands are generous, as other jobs may load the box (a
+     *  load of 20 on 2 cores was seen to make createTopics take over 5 s). The wait-* commands retry
+     *  anyway, and a call that went to a paused node (SIGSTOP: it accepts connections, never answers)
+     *  must not hold up the loop for long; they never wait past their own deadline either. */
+    static long callMs = 15_000;
     static long deadlineNanos = Long.MAX_VALUE;
     /** A voter whose fetches have not reached the leader's log end for this long is lagging. */
     static final long VOTER_LAG_MS = 5000;
@@ -57,6 +59,7 @@ public class KraftAdmin {
     public static void main(String[] args) {
         if (args.length < 2) usage();
         String cmd = args[0];
+        if (cmd.startsWith("wait-")) callMs = 5_000;
         try (Admin admin = admin(args[1])) {
             switch (cmd) {
                 case "wait-brokers" -> { need(args, 4, 4); waitBrokers(admin, num(args[2]), num(args[3])); }
@@ -100,8 +103,8 @@ public class KraftAdmin {
     static Admin admin(String bootstrap) {
         Properties props = new Properties();
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
-        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(CALL_MS));
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, String.valueOf(callMs * 2 / 3));
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(callMs));
         props.put(AdminClientConfig.RETRY_BACKOFF_MS_CONFIG, "200");
         // A killed node must not stall a call for long: reconnect attempts stay short and frequent.
         props.put(AdminClientConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "1000");
@@ -120,7 +123,7 @@ public class KraftAdmin {
 
     /** The result of an Admin call, naming the call if it times out. */
     static <T> T get(String call, org.apache.kafka.common.KafkaFuture<T> f) throws Exception {
-        long left = Math.max(1000, Math.min(CALL_MS, (deadlineNanos - System.nanoTime()) / 1_000_000));
+        long left = Math.max(1000, Math.min(callMs, (deadlineNanos - System.nanoTime()) / 1_000_000));
         try {
             return f.get(left, TimeUnit.MILLISECONDS);
         } catch (java.util.concurrent.TimeoutException e) {

@@ -198,6 +198,16 @@ nodes_in_state() {  # STATE...: the node ids in one of these states
     done
 }
 
+# The bootstrap servers for an Admin call: the nodes that run and are not paused, so that the Admin
+# client does not start on a dead or hung one (all nodes if none qualifies: the call then fails).
+live_bootstrap() {
+    local i out=""
+    for ((i = 1; i <= KRAFT_NODES; i++)); do
+        [[ "$(node_state "$i")" != running ]] || out+="${out:+,}127.0.0.1:$(kraft_broker_port "$i")"
+    done
+    echo "${out:-$(kraft_bootstrap)}"
+}
+
 timeout_arg() {  # [TIMEOUT_S]
     local t=${1:-$START_TIMEOUT}
     [[ "$t" =~ ^[0-9]+$ ]] || usage
@@ -247,29 +257,29 @@ case "$CMD" in
         mapfile -t down < <(nodes_in_state stopped paused)
         # Not worth a wait: a node that does not run can never be healthy.
         ((${#down[@]} == 0)) || die "node(s) ${down[*]} not running: the cluster cannot become healthy (node-ctl.sh WORKDIR start|resume N)"
-        kraft_admin "$WORKDIR" wait-healthy "$(kraft_bootstrap)" "$KRAFT_NODES" "$timeout"
+        kraft_admin "$WORKDIR" wait-healthy "$(live_bootstrap)" "$KRAFT_NODES" "$timeout"
         ;;
     wait-fenced)
         (($# == 1 || $# == 2)) || usage
         node_args "$1"
         timeout=$(timeout_arg "${2:-}")
-        kraft_admin "$WORKDIR" wait-fenced "$(kraft_bootstrap)" "${nodes[0]}" "$timeout"
+        kraft_admin "$WORKDIR" wait-fenced "$(live_bootstrap)" "${nodes[0]}" "$timeout"
         ;;
     leader)
         (($# == 1 || $# == 2)) || usage
-        kraft_admin "$WORKDIR" leader "$(kraft_bootstrap)" "$@"
+        kraft_admin "$WORKDIR" leader "$(live_bootstrap)" "$@"
         ;;
     create-topic)
         (($# >= 3)) || usage
-        kraft_admin "$WORKDIR" create-topic "$(kraft_bootstrap)" "$@"
+        kraft_admin "$WORKDIR" create-topic "$(live_bootstrap)" "$@"
         ;;
     end-offsets)
         (($# >= 1)) || usage
-        kraft_admin "$WORKDIR" end-offsets "$(kraft_bootstrap)" "$@"
+        kraft_admin "$WORKDIR" end-offsets "$(live_bootstrap)" "$@"
         ;;
     elect-preferred)
         (($# == 0)) || usage
-        kraft_admin "$WORKDIR" elect-preferred "$(kraft_bootstrap)"
+        kraft_admin "$WORKDIR" elect-preferred "$(live_bootstrap)"
         ;;
     *)
         usage
