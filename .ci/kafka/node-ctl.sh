@@ -21,21 +21,32 @@
 #                                              1 if none); `all`: "PARTITION LEADER" per partition
 #   node-ctl.sh WORKDIR create-topic NAME PARTITIONS RF [KEY=VALUE...]
 #   node-ctl.sh WORKDIR end-offsets TOPIC...   "TOPIC PARTITION OFFSET" per partition
-#   node-ctl.sh WORKDIR elect-preferred        give leadership back to the preferred replicas (restarts
-#                                              leave it on the survivors until the 5-minute rebalance)
+#   node-ctl.sh WORKDIR elect-preferred        give leadership back to the preferred replicas
 #
 # Exit 0 on success, 1 on failure (one line on stderr), 2 on bad usage. The Admin-API commands (wait-*,
-# leader, create-topic, end-offsets, elect-preferred) run KraftAdmin.java, a JVM of ~1 s.
+# leader, create-topic, end-offsets, elect-preferred) run KraftAdmin.java: a JVM of ~1 s of CPU (compiled
+# into WORKDIR once, on first use), bootstrapped from the running, unpaused nodes.
 #
-# Things to know for fault tests:
-# - After `kill N` the rest of the cluster only notices when N's broker session expires
-#   (broker.session.timeout.ms, 9 s): until then the metadata still shows N as alive and leading. Use
-#   `wait-fenced N` before relying on a new leader; `wait-healthy` right after a kill may pass at once.
-# - A node's client port opens only once it has caught up with the metadata, which needs a majority of
-#   the controller voters. So a cluster with a majority of its nodes down cannot start them one at a
-#   time: `start-all` (or `start 1 2 3`) launches them together and then waits.
-# - Pid files stay exact: WORKDIR/node<i>.pid exists while node i was started and not stopped by us;
-#   stop-kraft.sh stops whatever is running, whether start-kraft.sh or this script started it.
+# Things to know for fault tests (Kafka 4.4, default timeouts):
+# - After `kill N` the others notice only when N's broker session expires (broker.session.timeout.ms,
+#   9 s): until then the metadata still shows N alive and leading its partitions, and `leader` says so.
+#   `wait-fenced N` waits for that. (`wait-healthy` refuses at once while a node is stopped or paused.)
+# - Killing the active controller costs a metadata-leader election (~2-4 s: 2 s fetch timeout, then a
+#   vote); the quorum of 3 voters goes on with 2. With 1 of 3 left, metadata writes (createTopics,
+#   fencing, ISR changes) wait; a timed-out createTopics may still take effect once a majority is back.
+# - A node is serving again ~9 s after it stopped (kill or term) at the earliest: the controller refuses
+#   its new registration as a duplicate until the old incarnation's session expires (the JVM start-up
+#   overlaps that wait). Its client port opens only once it is registered, caught up and unfenced, so
+#   `start` returning means the broker is serving.
+# - That needs a majority of the controller voters: when too many nodes are down for one more to make a
+#   majority (all 3 of 3), `start-all` (or `start 1 2 3`) launches them together and then waits.
+# - A node stopping while a majority of the voters is already gone cannot finish its controlled
+#   shutdown (the broker waits for the controller, up to 5 minutes): `term` and `stop-all` give it
+#   KAFKA_STOP_TIMEOUT, then SIGKILL. Seen in `stop-all` when one node reacts later than the others.
+# - Restarts leave partition leadership on the nodes that stayed up (until the 5-minute preferred
+#   leader check): `elect-preferred` moves it back now.
+# - Pid files stay exact: WORKDIR/node<i>.pid names node i's JVM while it runs, whoever started it, so
+#   stop-kraft.sh stops whatever runs (a node that died by itself leaves a stale one, recognised as such).
 #
 # Environment: KAFKA_STOP_TIMEOUT seconds for term (default 30), KAFKA_START_TIMEOUT seconds for start and
 # the default of the wait-* commands (default 90). The JVM options are those start-kraft.sh recorded in
