@@ -95,7 +95,7 @@ node_args() {  # N...: validates node ids into the array nodes, in order, withou
 node_state() {  # N: running, paused (SIGSTOP) or stopped
     local pid st
     pid=$(kraft_node_pid "$WORKDIR" "$1") || { echo stopped; return; }
-    st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || { echo stopped; return; }
+    st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || { echo stopped; return; }
     [[ "$st" == T ]] && echo paused || echo running
 }
 
@@ -141,7 +141,10 @@ stop_nodes() {  # SIGNAL N...: SIGKILL, or SIGTERM then SIGKILL after STOP_TIMEO
     fi
     left=$(wait_gone 10 "${entries[@]}")
     [[ -z "$left" ]] || die "node(s) $(echo "$left" | tr '\n' ' ')still running 10s after SIGKILL"
-    for entry in "${entries[@]}"; do forget_pid "${entry%%:*}" "${entry#*:}"; done
+    for entry in "${entries[@]}"; do
+        forget_pid "${entry%%:*}" "${entry#*:}"
+        wait_ports_closed "${entry%%:*}" 10 || log "node ${entry%%:*}: port(s) $(open_ports "${entry%%:*}") still open 10s after its JVM exited"
+    done
     log "$([[ $sig == TERM ]] && echo stopped || echo killed) node(s) $(for e in "${entries[@]}"; do printf '%s ' "${e%%:*}"; done)in $(since "$t0")"
 }
 
@@ -160,6 +163,21 @@ node_ports() {  # N: the ports node N listens on
     [[ -z "${KRAFT_SASL_BASE_PORT:-}" ]] || echo $((KRAFT_SASL_BASE_PORT + $1 - 1))
 }
 
+open_ports() {  # N: those of node N's ports that accept connections
+    local p
+    for p in $(node_ports "$1"); do ! kraft_port_open "$p" || printf '%s ' "$p"; done
+}
+
+# A dying JVM's cmdline is gone well before its sockets: the files are closed when its last thread
+# exits. Until then the ports still accept connections, and a new start would fail on them.
+wait_ports_closed() {  # N TIMEOUT_S
+    local deadline=$(($(now) + $2 * 1000000))
+    while [[ -n "$(open_ports "$1")" ]]; do
+        (($(now) < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
 show_logs() {  # N
     log "--- node $1: last lines of server.log / stdout.log"
     tail -n 20 "$WORKDIR/node$1/server.log" >&2 2>/dev/null || true
@@ -167,14 +185,13 @@ show_logs() {  # N
 }
 
 start_nodes() {  # N...: launch all, then wait for each client port
-    local n p pid t0 deadline port started=()
+    local n pid t0 deadline port started=()
     for n in "$@"; do
         if pid=$(kraft_node_pid "$WORKDIR" "$n"); then
             die "node $n is already running (pid $pid)"
         fi
-        for p in $(node_ports "$n"); do
-            ! kraft_port_open "$p" || die "port $p of node $n is in use by another process"
-        done
+        # A few seconds' grace for a node that something else than this script has just killed.
+        wait_ports_closed "$n" 5 || die "port(s) $(open_ports "$n")of node $n in use by another process"
     done
     t0=$(now)
     for n in "$@"; do
