@@ -10,10 +10,16 @@
 # NODES voters (controller.quorum.bootstrap.servers; `format --standalone` for 1 node,
 # `--initial-controllers` for more). Replication: factor min(NODES, 3) for every internal topic and
 # as the default, min.insync.replicas 2 when NODES >= 3. WORKDIR is wiped and gets per node its
-# server.properties, data, server.log (broker log) and stdout.log, plus node<i>.pid.
+# server.properties, data, server.log (broker log) and stdout.log, plus node<i>.pid, bootstrap (the
+# line printed on stdout) and kraft.env (the launch settings that node-ctl.sh reuses to stop, kill and
+# restart single nodes, or the whole cluster on its existing data).
 #
 # Environment: KAFKA_LIBDIR (default: lib/ beside this script), JAVA_HOME or java on PATH (>= 17),
 # KAFKA_HEAP_OPTS (default -Xmx512m -Xms256m), KAFKA_START_TIMEOUT seconds (default 90).
+# KAFKA_SCRAM_USERS=NAME:PASSWORD[,NAME:PASSWORD...] (default: none) adds on every node a SASL_PLAINTEXT
+# client listener 127.0.0.1:BASE_PORT+200+i-1 with SCRAM-SHA-256 and SCRAM-SHA-512, whose users (both
+# mechanisms each) are written into the metadata when the storage is formatted; its bootstrap servers
+# go to WORKDIR/bootstrap-sasl. Brokers and controllers keep talking PLAINTEXT among themselves.
 set -euo pipefail
 
 if [[ $# -ne 3 ]]; then
@@ -24,30 +30,59 @@ NODES=$1
 BASE_PORT=$2
 WORKDIR=$3
 HERE="$(cd "$(dirname "$0")" && pwd)"
+KRAFT_HERE=$HERE
+# shellcheck source=kraft-common.sh
+source "$HERE/kraft-common.sh"
 LIBDIR="${KAFKA_LIBDIR:-$HERE/lib}"
+LIBDIR="$(cd "$LIBDIR" 2>/dev/null && pwd || echo "$LIBDIR")"  # absolute: node-ctl.sh may run elsewhere
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+SCRAM_USERS="${KAFKA_SCRAM_USERS:-}"
 
 log() { echo "start-kraft: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 [[ "$NODES" =~ ^[1-9]$ ]] || die "NODES must be 1..9, got '$NODES'"
-[[ "$BASE_PORT" =~ ^[0-9]+$ ]] && ((BASE_PORT >= 1024 && BASE_PORT + 100 + NODES <= 65535)) \
+top_offset=$([[ -n "$SCRAM_USERS" ]] && echo 200 || echo 100)
+[[ "$BASE_PORT" =~ ^[0-9]+$ ]] && ((BASE_PORT >= 1024 && BASE_PORT + top_offset + NODES <= 65535)) \
     || die "bad BASE_PORT '$BASE_PORT'"
+
+# SCRAM users as StorageTool arguments, each user for both mechanisms. Names and passwords are kept to
+# characters that need no quoting in its [name=...,password=...] syntax.
+scram_args=()
+if [[ -n "$SCRAM_USERS" ]]; then
+    user_re='^([A-Za-z0-9._-]+):([^],=[:space:]"[]+)$'
+    IFS=',' read -r -a scram_entries <<<"$SCRAM_USERS"
+    for entry in "${scram_entries[@]}"; do
+        [[ "$entry" =~ $user_re ]] \
+            || die "KAFKA_SCRAM_USERS wants NAME:PASSWORD[,NAME:PASSWORD...] without spaces, quotes, '=' or brackets; bad entry for '${entry%%:*}'"
+        for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
+            scram_args+=(--add-scram "$mech=[name=${BASH_REMATCH[1]},password=${BASH_REMATCH[2]}]")
+        done
+    done
+fi
 compgen -G "$LIBDIR/kafka_2.13-*.jar" >/dev/null \
     || die "no kafka_2.13 jar in $LIBDIR (fetch: mvn -q -f .ci/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$LIBDIR)"
 java_major=$("$JAVA" -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')
 [[ "${java_major%%.*}" -ge 17 ]] 2>/dev/null || die "Kafka 4.x needs Java >= 17; $JAVA is '${java_major:-unknown}'"
 CP="$LIBDIR/*"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# What kraft_launch_node uses, recorded in WORKDIR/kraft.env below for node-ctl.sh.
+KRAFT_NODES=$NODES
+KRAFT_BASE_PORT=$BASE_PORT
+KRAFT_SASL_BASE_PORT=$([[ -n "$SCRAM_USERS" ]] && echo $((BASE_PORT + 200)) || true)
+KRAFT_JAVA=$JAVA
+KRAFT_LIBDIR=$LIBDIR
+KRAFT_HEAP_OPTS=$HEAP_OPTS
 
-broker_port() { echo $((BASE_PORT + $1 - 1)); }
-controller_port() { echo $((BASE_PORT + 100 + $1 - 1)); }
+port_open() { kraft_port_open "$@"; }
+broker_port() { kraft_broker_port "$@"; }
+controller_port() { kraft_controller_port "$@"; }
+sasl_port() { echo $((KRAFT_SASL_BASE_PORT + $1 - 1)); }
 
 for i in $(seq 1 "$NODES"); do
-    for p in "$(broker_port "$i")" "$(controller_port "$i")"; do
+    for p in "$(broker_port "$i")" "$(controller_port "$i")" ${KRAFT_SASL_BASE_PORT:+"$(sasl_port "$i")"}; do
         ! port_open "$p" || die "port $p on 127.0.0.1 is already in use (a cluster still running? $HERE/stop-kraft.sh WORKDIR)"
     done
 done
@@ -68,10 +103,14 @@ min_isr=$((rf < 2 ? 1 : 2))
 rm -rf "$WORKDIR"
 mkdir -p "$WORKDIR"
 WORKDIR="$(cd "$WORKDIR" && pwd)"
+kraft_write_env "$WORKDIR"
 
 cat >"$WORKDIR/log4j2.properties" <<'EOF'
 # One file per node (kafka.logs.dir is set per JVM); INFO for the broker, WARN for chatty internals.
+# No shutdown hook of log4j's own: it would close the file while Kafka's hook is still shutting down,
+# and lose what a node that hangs or fails in its shutdown says (lines are flushed as written anyway).
 status = warn
+shutdownHook = disable
 appender.file.type = File
 appender.file.name = FILE
 appender.file.fileName = ${sys:kafka.logs.dir}/server.log
@@ -97,10 +136,12 @@ EOF
 
 cluster_id=$(new_uuid)
 bootstrap=""
+bootstrap_sasl=""
 quorum_bootstrap=""
 initial_controllers=""
 for i in $(seq 1 "$NODES"); do
     bootstrap+="${bootstrap:+,}127.0.0.1:$(broker_port "$i")"
+    [[ -z "$KRAFT_SASL_BASE_PORT" ]] || bootstrap_sasl+="${bootstrap_sasl:+,}127.0.0.1:$(sasl_port "$i")"
     quorum_bootstrap+="${quorum_bootstrap:+,}127.0.0.1:$(controller_port "$i")"
     dir_id=$(new_uuid)
     echo "$dir_id" >"$WORKDIR/node$i.dirid"
@@ -110,14 +151,20 @@ done
 for i in $(seq 1 "$NODES"); do
     node="$WORKDIR/node$i"
     mkdir -p "$node/data"
+    listeners="PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")"
+    protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if [[ -n "$KRAFT_SASL_BASE_PORT" ]]; then
+        listeners+=",SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$i")"
+        protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    fi
     cat >"$node/server.properties" <<EOF
 # KRaft node $i of $NODES (generated by start-kraft.sh; cluster $cluster_id)
 process.roles=broker,controller
 node.id=$i
 controller.quorum.bootstrap.servers=$quorum_bootstrap
-listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$listeners
+listener.security.protocol.map=$protocols
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$node/data
@@ -144,6 +191,16 @@ num.recovery.threads.per.data.dir=1
 background.threads=4
 log.cleaner.threads=1
 EOF
+    if [[ -n "$KRAFT_SASL_BASE_PORT" ]]; then
+        cat >>"$node/server.properties" <<'EOF'
+
+# KAFKA_SCRAM_USERS: SCRAM on the SASL_PLAINTEXT client listener only. The users are in the metadata
+# (formatted with --add-scram); the broker side of the login module needs no credentials.
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+    fi
 done
 
 # Format every node's storage with the same cluster id and initial voters.
@@ -156,19 +213,14 @@ for i in $(seq 1 "$NODES"); do
     fi
     "$JAVA" -Xmx256m -Dlog4j2.configurationFile="file:$WORKDIR/log4j2-tools.properties" -cp "$CP" \
         kafka.tools.StorageTool format --config "$node/server.properties" --cluster-id "$cluster_id" \
-        "${quorum_args[@]}" >"$node/format.log" 2>&1 || { cat "$node/format.log" >&2; die "format of node $i failed"; }
+        "${quorum_args[@]}" ${scram_args[@]+"${scram_args[@]}"} >"$node/format.log" 2>&1 \
+        || { cat "$node/format.log" >&2; die "format of node $i failed"; }
 done
 # Formatting wrote meta.properties with a directory id of its own choosing for --standalone; the
 # --initial-controllers ids are the ones generated above. Either way the node uses what is on disk.
 
 for i in $(seq 1 "$NODES"); do
-    node="$WORKDIR/node$i"
-    # shellcheck disable=SC2086
-    "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
-        -Djava.awt.headless=true -Dkafka.logs.dir="$node" \
-        -Dlog4j2.configurationFile="file:$WORKDIR/log4j2.properties" \
-        -cp "$CP" kafka.Kafka "$node/server.properties" >"$node/stdout.log" 2>&1 </dev/null &
-    echo $! >"$WORKDIR/node$i.pid"
+    kraft_launch_node "$WORKDIR" "$i"
 done
 log "started $NODES node(s), cluster $cluster_id, logs in $WORKDIR/node*/server.log"
 
@@ -193,9 +245,12 @@ for i in $(seq 1 "$NODES"); do
 done
 remaining=$((deadline - SECONDS))
 ((remaining > 0)) || remaining=1
-"$JAVA" -Xmx128m -Dlog4j2.configurationFile="file:$WORKDIR/log4j2-tools.properties" -cp "$CP" \
-    "$HERE/WaitBrokers.java" "$bootstrap" "$NODES" "$remaining" >&2 \
+kraft_admin "$WORKDIR" wait-brokers "$bootstrap" "$NODES" "$remaining" >&2 \
     || fail_with_logs "metadata did not show $NODES broker(s) within ${TIMEOUT}s"
 echo "$bootstrap" >"$WORKDIR/bootstrap"
+if [[ -n "$bootstrap_sasl" ]]; then
+    echo "$bootstrap_sasl" >"$WORKDIR/bootstrap-sasl"
+    log "SCRAM-SHA-256/512 over SASL_PLAINTEXT at $bootstrap_sasl (also in $WORKDIR/bootstrap-sasl)"
+fi
 log "ready after ${SECONDS}s: $bootstrap"
 echo "$bootstrap"
