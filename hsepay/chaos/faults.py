@@ -126,6 +126,10 @@ class KraftScripts:
     async def wait_fenced(self, node: int, timeout: float) -> None:
         await self._ctl("wait-fenced", str(node), str(int(timeout)), timeout=timeout + 30)
 
+    async def running(self) -> list[int]:
+        out = await self._ctl("status")
+        return [int(line.split()[0]) for line in out.splitlines() if line.split()[1:2] == ["running"]]
+
     async def leaders(self, topic: str) -> set[int]:
         out = await self._ctl("leader", topic, "all")
         return {int(line.split()[1]) for line in out.splitlines() if line.strip() and int(line.split()[1]) >= 0}

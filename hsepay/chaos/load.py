@@ -32,7 +32,11 @@ class LoadResult:
     transport_errors: Counter = field(default_factory=Counter)
     hung: int = 0
     """Requests that got no answer within REQUEST_TIMEOUT."""
+    slow: list[tuple[float, float, str]] = field(default_factory=list)
+    """(sent at, seconds, outcome) of every request that took longer than a second."""
     replays: int = 0
+    sent: int = 0
+    """Orders the load intended (the count, or more when it ran until the faults were over)."""
     started: float = 0.0
     finished: float = 0.0
 
@@ -48,15 +52,19 @@ async def _place_one(
     deadline = time.monotonic() + GIVE_UP_AFTER
     delay = 0.1
     while True:
+        sent = time.time()
         try:
             response = await client.post(
                 "/orders", json=body, headers={**headers, "Idempotency-Key": key}, timeout=REQUEST_TIMEOUT
             )
         except httpx.TimeoutException:
             result.hung += 1
+            result.slow.append((sent, time.time() - sent, "no answer"))
         except httpx.TransportError as exc:
             result.transport_errors[type(exc).__name__] += 1
         else:
+            if time.time() - sent > 1.0:
+                result.slow.append((sent, time.time() - sent, str(response.status_code)))
             result.statuses[response.status_code] += 1
             if response.status_code == 202:
                 result.accepted[key] = uuid.UUID(response.json()["id"])
@@ -82,8 +90,10 @@ async def place_orders(
     seed: int,
     headers: dict[str, str] | None = None,
     concurrency: int = 64,
+    until: asyncio.Event | None = None,
 ) -> LoadResult:
-    """`count` orders at `rate` per second over HTTP, amounts 1..20 from random `users`."""
+    """`count` orders at `rate` per second over HTTP, amounts 1..20 from random `users`; more at the
+    same rate until `until` is set, if given (so that the load spans every fault)."""
     rng = random.Random(seed)
     result = LoadResult(started=time.time())
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -96,12 +106,17 @@ async def place_orders(
 
     async with httpx.AsyncClient(base_url=orders_url, limits=limits) as client:
         begin = time.monotonic()
-        for index in range(count):
+        index = -1
+        while True:
+            index += 1
+            if index >= count and (until is None or until.is_set()):
+                break
             body = {"user_id": str(rng.choice(users)), "amount": rng.randint(1, 20), "description": f"chaos {index}"}
             pause = begin + index / rate - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
             tasks.append(asyncio.create_task(one(index, body)))
+        result.sent = len(tasks)
         await asyncio.gather(*tasks)
     result.finished = time.time()
     return result

@@ -98,13 +98,24 @@ class ChaosReport:
             "double_debits": self.double_debits,
             "duplicates_absorbed": self.duplicates_absorbed,
             "redriven": self.redriven,
-            "faults": [f.to_json() for f in self.faults],
+            "faults": [
+                {
+                    **f.to_json(),
+                    "started_s": round(f.started - self.load.started, 2),
+                    "ended_s": round(f.ended - self.load.started, 2),
+                }
+                for f in self.faults
+            ],
             "longest_recovery_s": self.longest_recovery_s,
             "drained_after_last_fault_s": self.drained_after_last_fault_s,
             "http": {
                 "statuses": {str(k): v for k, v in sorted(self.load.statuses.items())},
                 "transport_errors": dict(self.load.transport_errors),
                 "hung": self.load.hung,
+                "slow": [
+                    {"at_s": round(at - self.load.started, 2), "seconds": round(took, 2), "outcome": outcome}
+                    for at, took, outcome in self.load.slow[:50]
+                ],
                 "replays": self.load.replays,
             },
             "role_exits": self.role_exits,

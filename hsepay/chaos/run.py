@@ -38,6 +38,8 @@ __all__ = ["ChaosReport", "ChaosSetup", "role_commands", "run_chaos"]
 
 log = logging.getLogger(__name__)
 
+AFTER_FAULTS = 5.0
+
 
 @dataclass
 class ChaosSetup:
@@ -155,15 +157,21 @@ def _need(part, fault: Fault):
 
 
 async def _faults(
-    plan: Sequence[Fault], setup: ChaosSetup, roles: RoleSet, topics: dict[str, str], begin: float
+    plan: Sequence[Fault], setup: ChaosSetup, roles: RoleSet, topics: dict[str, str], begin: float, over: asyncio.Event
 ) -> list[FaultRecord]:
+    """Inject the plan in order (a fault starts once the one before it is over), then keep the load
+    going AFTER_FAULTS seconds more, so that recovery from the last fault is seen under load."""
     records = []
-    for fault in sorted(plan, key=lambda f: f.at):
-        await asyncio.sleep(max(0.0, begin + fault.at - time.time()))
-        record = FaultRecord(fault)
-        log.warning("chaos: %s", fault.label())
-        await _inject(fault, setup, roles, topics, record)
-        records.append(record)
+    try:
+        for fault in sorted(plan, key=lambda f: f.at):
+            await asyncio.sleep(max(0.0, begin + fault.at - time.time()))
+            record = FaultRecord(fault)
+            log.warning("chaos: %s", fault.label())
+            await _inject(fault, setup, roles, topics, record)
+            records.append(record)
+        await asyncio.sleep(AFTER_FAULTS)
+    finally:
+        over.set()
     return records
 
 
@@ -246,8 +254,11 @@ async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_
     sampling = asyncio.create_task(sampler.run(stop_sampling))
     begin = time.time()
     topics = {"orders": settings.kafka.orders_topic, "payment-status": settings.kafka.payment_status_topic}
-    injecting = asyncio.create_task(_faults(plan, setup, roles, topics, begin))
-    load = await place_orders(f"http://127.0.0.1:{ports['orders']}", people, count=orders, rate=rate, seed=seed)
+    faults_over = asyncio.Event()
+    injecting = asyncio.create_task(_faults(plan, setup, roles, topics, begin, faults_over))
+    load = await place_orders(
+        f"http://127.0.0.1:{ports['orders']}", people, count=orders, rate=rate, seed=seed, until=faults_over
+    )
     records = await injecting
     for engine in rt.engines.values():
         await engine.dispose()  # a restarted PostgreSQL left the pool's connections dead
@@ -264,7 +275,7 @@ async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_
             record.recovery_s = round(recovered - record.started, 2)
             if record.returned is not None:
                 record.after_return_s = round(max(0.0, recovered - record.returned), 2)
-    report = ChaosReport(seed=seed, intended=orders, load=load, faults=records, final=final)
+    report = ChaosReport(seed=seed, intended=load.sent, load=load, faults=records, final=final)
     report.lost = [f"order {order_id} still created" for order_id in pending]
     report.drained_after_last_fault_s = round(drained_at - last_fault, 2) if records and not pending else None
     report.duplicates_absorbed = await _duplicates(rt)

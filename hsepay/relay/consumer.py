@@ -25,6 +25,7 @@ __all__ = ["ConsumerStats", "InboxConsumer"]
 log = logging.getLogger(__name__)
 
 COMMIT_TIMEOUT = 10.0
+COMMIT_GIVE_UP = 30.0
 PURGE_BATCH = 10_000
 FETCH_TIMEOUT_MS = 200
 
@@ -52,6 +53,71 @@ class _Membership(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         self.stats.joined = True
         self.stats.partitions = len(assigned)
+
+
+class _Committer:
+    """Commits offsets in the background, one commit in flight at a time.
+
+    A commit waits for the group coordinator; when a broker dies the coordinator moves, which takes
+    the cluster seconds to notice. Processing must not wait for that: offsets only ever move
+    forward, so a commit that fails is simply retried with the next offsets (which include its
+    own), and the inbox absorbs whatever is redelivered meanwhile. Commits that keep failing for
+    COMMIT_GIVE_UP seconds end the session (a broker that lost its topics makes aiokafka retry a
+    commit forever), and the supervisor starts a new consumer.
+    """
+
+    def __init__(self, consumer, name: str) -> None:
+        self.consumer = consumer
+        self.name = name
+        self.pending: dict = {}
+        self.task: asyncio.Task | None = None
+        self.in_flight: dict = {}
+        self.failing_since: float | None = None
+
+    def add(self, offsets: dict) -> None:
+        self.pending.update(offsets)
+        self.poll()
+
+    def poll(self) -> None:
+        """Harvest a finished commit, start the next one; raise if commits have failed too long."""
+        if self.task is not None and self.task.done():
+            self._harvest(self.task)
+            self.task = None
+        if self.task is None and self.pending:
+            self.in_flight, self.pending = self.pending, {}
+            self.task = asyncio.create_task(self.consumer.commit(self.in_flight))
+        if self.failing_since is not None and time.monotonic() - self.failing_since > COMMIT_GIVE_UP:
+            raise KafkaError(f"offsets not committed for {COMMIT_GIVE_UP:g}s")
+
+    def _harvest(self, task: asyncio.Task) -> None:
+        error = task.exception() if not task.cancelled() else None
+        if error is None:
+            self.failing_since = None
+            return
+        if isinstance(error, CommitFailedError):
+            # A rebalance took these partitions; their new owner resumes from the last commit.
+            log.info("%s consumer: offset commit skipped (%s)", self.name, error)
+            return
+        log.info("%s consumer: offset commit failed (%s); retrying with the next offsets", self.name, describe(error))
+        self.failing_since = self.failing_since or time.monotonic()
+        for tp, offset in self.in_flight.items():
+            self.pending.setdefault(tp, offset)
+
+    async def flush(self) -> None:
+        """On a clean stop: wait (bounded) for the last offsets to be committed."""
+        deadline = time.monotonic() + COMMIT_TIMEOUT
+        while (self.task is not None or self.pending) and time.monotonic() < deadline:
+            if self.task is not None:
+                await asyncio.wait([self.task], timeout=max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(KafkaError):
+                self.poll()
+            if self.task is None and self.pending and self.failing_since is not None:
+                break
+
+    def abandon(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 class InboxConsumer:
@@ -108,9 +174,15 @@ class InboxConsumer:
 
     async def _session(self, stop: asyncio.Event) -> None:
         # Create the topics with the configured partitions before subscribing: some brokers
-        # (Tansu) auto-create a topic on the first metadata request, with their own default.
-        await ensure_topics(self.broker, self.topics)
+        # (Tansu) auto-create a topic on the first metadata request, with their own default. A
+        # cluster that is failing over may not answer the admin request: the topics exist then,
+        # and the consumer must go on rather than start over.
+        try:
+            await ensure_topics(self.broker, self.topics)
+        except KafkaError as exc:
+            log.info("%s consumer: topics not checked (%s)", self.name, describe(exc))
         consumer = self.consumer_factory(self.broker, self.topics, self.group_id, listener=_Membership(self.stats))
+        committer = _Committer(consumer, self.name)
         try:
             await consumer.start()
             while not stop.is_set():
@@ -119,23 +191,15 @@ class InboxConsumer:
                     messages = [message_from_record(r) for records in batch.values() for r in records]
                     if not await self.apply(messages, stop):
                         return  # stopping before the batch was applied: leave the offsets alone
-                    await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+                    committer.add({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                committer.poll()
                 await self._purge_if_due()
+            await committer.flush()
         finally:
             self.stats.joined = False
+            committer.abandon()
             with contextlib.suppress(Exception):
                 await consumer.stop()
-
-    async def _commit(self, consumer, offsets) -> None:
-        try:
-            # aiokafka retries a commit forever while the topic is unknown (a broker that lost its
-            # topics); bound it, and let the supervisor start over with a new consumer.
-            await asyncio.wait_for(consumer.commit(offsets), timeout=COMMIT_TIMEOUT)
-        except CommitFailedError as exc:
-            # A rebalance took the partitions; their new owner gets a redelivery the inbox absorbs.
-            log.info("%s consumer: offset commit skipped (%s)", self.name, exc)
-        except TimeoutError:
-            raise KafkaError(f"offset commit did not finish in {COMMIT_TIMEOUT:g}s") from None
 
     # --- applying messages ------------------------------------------------------------------
 

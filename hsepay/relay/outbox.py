@@ -115,7 +115,7 @@ class OutboxRelay:
                 self.stats.active = False
 
     async def _lead(self, stop: asyncio.Event, lead: Leadership) -> None:
-        await ensure_topics(self.broker, self.topics)
+        await self._recreate_lost_topics()
         publisher = Publisher(self.producer_factory, delivery_timeout=self.broker.delivery_timeout)
         backoff = Backoff(self.max_backoff)
         try:
@@ -169,7 +169,9 @@ class OutboxRelay:
         return len(rows)
 
     async def _recreate_lost_topics(self) -> None:
-        """A restarted in-memory broker has lost its topics: create them again (best effort)."""
+        """Create missing topics (best effort): at the start, and after a failure, since a restarted
+        in-memory broker has lost its topics. A cluster failing over may not answer: the publish that
+        follows says whether the topics are there."""
         try:
             await ensure_topics(self.broker, self.topics)
         except Exception as exc:

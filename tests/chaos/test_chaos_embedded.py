@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hsepay.chaos import ChaosSetup, EmbeddedTansu, Fault, random_plan, run_chaos
+from tests.chaos.reporting import record as _record
 
 pytestmark = pytest.mark.chaos
 
@@ -45,7 +46,7 @@ async def test_random_role_kills_a_broker_loss_and_a_postgres_restart(tmp_path, 
     plan = random_plan(seed, 12.0, roles=ROLES, kinds=["kill-role"], count=6)
     plan += [Fault(5.0, "broker-kill", "1", down=1.0), Fault(9.0, "pg-restart", down=2.0)]
     report = await run_chaos(setup, seed=seed, orders=600, rate=50, users=40, plan=plan, settle_timeout=30)
-    print(report.verdict())
+    _record("embedded", report)
     assert report.passed, report.to_json()
     assert report.final == 600
     assert report.double_debits == 0

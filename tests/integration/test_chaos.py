@@ -42,7 +42,7 @@ def _stop(processes: list[subprocess.Popen]) -> None:
         proc.wait(timeout=20)
 
 
-async def _active_relay_pid(orders_engine, timeout: float = 15.0, other_than: int | None = None) -> int:
+async def _active_relay_pid(orders_engine, timeout: float = 60.0, other_than: int | None = None) -> int:
     async def active() -> int | None:
         async with orders_engine.connect() as conn:
             holder = (await outbox_status(conn, orders_outbox))["active_relay"]
