@@ -22,7 +22,7 @@ from hsepay.registry import ServiceSpec
 from hsepay.relay.broker import BrokerConfig
 from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.outbox import OutboxRelay
-from hsepay.relay.probe import BrokerInfo, BrokerProbeError, choose_idempotence, probe_broker
+from hsepay.relay.probe import BrokerInfo, BrokerProbeError, BrokerRefusedLogin, choose_idempotence, probe_broker
 from hsepay.relay.probe import describe as describe_broker
 from hsepay.resilience import Backoff, describe, is_unavailable
 
@@ -118,6 +118,8 @@ async def connect_broker(settings: Settings, stop: asyncio.Event | None = None) 
         try:
             info = await probe_broker(bootstrap, **settings.kafka.security_options())
             break
+        except BrokerRefusedLogin as exc:
+            raise ConfigError(f"HSEPAY_KAFKA_SASL_USERNAME/PASSWORD: {exc}") from None
         except BrokerProbeError as exc:
             log.warning("%s; retrying in %.1fs", exc, backoff.delay)
             if not await backoff.wait(stop or asyncio.Event()):

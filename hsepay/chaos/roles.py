@@ -31,7 +31,12 @@ class Role:
         self._log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hsepay.cli", *self.args],
-            env={**self.env, "PYTHONUNBUFFERED": "1"},
+            # The caller's environment without its HSEPAY_* settings: only the run's own apply.
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("HSEPAY_")},
+                **self.env,
+                "PYTHONUNBUFFERED": "1",
+            },
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

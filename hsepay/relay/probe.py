@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import BrokerResponseError, KafkaError
 
-__all__ = ["BrokerInfo", "BrokerProbeError", "choose_idempotence", "describe", "probe_broker"]
+__all__ = ["BrokerInfo", "BrokerProbeError", "BrokerRefusedLogin", "choose_idempotence", "describe", "probe_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ DEFAULT_TIMEOUT = 10.0
 
 class BrokerProbeError(RuntimeError):
     """The broker could not be reached, or did not answer in time: nothing is known about it."""
+
+
+class BrokerRefusedLogin(BrokerProbeError):
+    """The broker answered but refused the credentials: retrying cannot help, fix the settings."""
 
 
 @dataclass(frozen=True)
@@ -94,15 +98,32 @@ class _DropInitProducerIdError(logging.Filter):
         return "InitProducerIdRequest" not in record.getMessage()
 
 
+class _LoginRefusals(logging.Handler):
+    """aiokafka reports a refused SASL login only in a log line, then raises "Unable to bootstrap";
+    keep the line, so the probe can say what is wrong."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Authentication failed" in message or "SaslAuthenticationFailed" in message:
+            self.seen.append(message)
+
+
 @contextlib.contextmanager
-def _quiet_refusal() -> Iterator[None]:
+def _quiet_refusal() -> Iterator[_LoginRefusals]:
     sender_log = logging.getLogger("aiokafka.producer.sender")
     quiet = _DropInitProducerIdError()
     sender_log.addFilter(quiet)
+    refusals = _LoginRefusals()
+    logging.getLogger("aiokafka").addHandler(refusals)
     try:
-        yield
+        yield refusals
     finally:
         sender_log.removeFilter(quiet)
+        logging.getLogger("aiokafka").removeHandler(refusals)
 
 
 _ADMIN_PARAMETERS = frozenset(inspect.signature(AIOKafkaAdminClient.__init__).parameters) - {"self", "loop"}
@@ -138,18 +159,21 @@ async def probe_broker(bootstrap_servers: str, *, timeout: float = DEFAULT_TIMEO
     reached or does not answer within `timeout` seconds.
     """
     started = time.perf_counter()
-    try:
-        with _quiet_refusal():
+    with _quiet_refusal() as refusals:
+        try:
             async with asyncio.timeout(timeout), asyncio.TaskGroup() as group:  # one failing stops the other
                 cluster_task = group.create_task(_cluster(bootstrap_servers, client_kwargs))
                 refusal_task = group.create_task(_init_producer_id(bootstrap_servers, client_kwargs))
-    except TimeoutError:
-        raise BrokerProbeError(f"broker {bootstrap_servers}: no answer within {timeout:g}s") from None
-    except ExceptionGroup as failed:
-        cause = failed.exceptions[0]
-        if isinstance(cause, KafkaError | OSError):
-            raise BrokerProbeError(f"broker {bootstrap_servers}: {cause!r}") from cause
-        raise
+        except TimeoutError:
+            raise BrokerProbeError(f"broker {bootstrap_servers}: no answer within {timeout:g}s") from None
+        except ExceptionGroup as failed:
+            cause = failed.exceptions[0]
+            if refusals.seen:
+                reason = refusals.seen[0].split(": ", 1)[-1]
+                raise BrokerRefusedLogin(f"broker {bootstrap_servers} refused the login: {reason}") from cause
+            if isinstance(cause, KafkaError | OSError):
+                raise BrokerProbeError(f"broker {bootstrap_servers}: {cause!r}") from cause
+            raise
     cluster, refusal = cluster_task.result(), refusal_task.result()
     elapsed_ms = (time.perf_counter() - started) * 1000
     cluster_id = cluster.get("cluster_id")
