@@ -87,7 +87,8 @@ def inbox_table(metadata: MetaData) -> Table:
 
 
 def notify_channel(outbox: Table) -> str:
-    """The LISTEN/NOTIFY channel of an outbox: its database is the service's, so one name suffices."""
+    """The LISTEN/NOTIFY channel of an outbox: its database is the service's, so one name suffices.
+    The trigger of migration 0003 builds the same name from the table's."""
     return f"hsepay_{outbox.name}"
 
 
@@ -109,8 +110,8 @@ async def enqueue(conn: AsyncConnection, outbox: Table, messages: Sequence[Outbo
             for m in messages
         ],
     )
-    # Delivered only if the transaction commits: the relay never wakes for a rolled-back row.
-    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(outbox)})
+    # No pg_notify here: the outbox's statement trigger (migration 0003) sends it, delivered at
+    # commit only, so the relay never wakes for a rolled-back row.
 
 
 class PendingRow(Protocol):

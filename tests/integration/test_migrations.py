@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
 from hsepay import migrate
+from hsepay.orders.tables import outbox as orders_outbox
+from hsepay.relay.envelope import new_message
+from hsepay.relay.leadership import libpq_conninfo
+from hsepay.relay.store import enqueue, notify_channel
 from tests.conftest import SERVICES
 
 
@@ -56,3 +61,25 @@ def test_a_database_migrated_with_the_shared_version_table_is_adopted(empty_data
     migrate.upgrade("orders", empty_database)  # adopts the legacy row, runs nothing twice
     assert migrate.current_revision("orders", empty_database) == migrate.head_revision("orders")
     command.check(migrate.alembic_config("orders", empty_database))
+
+
+async def test_an_outbox_write_wakes_the_relay_at_commit_and_only_then(db_urls, orders_engine):
+    """Migration 0003's trigger: whoever writes the outbox, a LISTENer hears it once it commits."""
+    listener = await psycopg.AsyncConnection.connect(libpq_conninfo(db_urls["orders"]), autocommit=True)
+    try:
+        await listener.execute(f'LISTEN "{notify_channel(orders_outbox)}"')
+
+        async def heard() -> int:
+            return len([n async for n in listener.notifies(timeout=1.0)])
+
+        message = new_message(topic="t", key="k", event_type="x", data={}, correlation_id="c")
+        with pytest.raises(RuntimeError):
+            async with orders_engine.begin() as conn:
+                await enqueue(conn, orders_outbox, [message])
+                raise RuntimeError("roll back")
+        assert await heard() == 0
+        async with orders_engine.begin() as conn:
+            await enqueue(conn, orders_outbox, [message])
+        assert await heard() == 1
+    finally:
+        await listener.close()
