@@ -274,6 +274,7 @@ class Runtime:
             client_id=f"hsepay-{service}",
             delivery_timeout=kafka.delivery_timeout,
             security=kafka.security_options(),
+            fetch_max_wait_ms=500 if endpoint.info is not None and not endpoint.info.looks_like_tansu else 5,
         )
 
     def consumer_group(self, service: str) -> str:
