@@ -1,0 +1,56 @@
+"""`hsepay token issue`: bearer tokens for the APIs, signed with HSEPAY_AUTH_SECRET."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from hsepay.auth import TokenIssuer
+from hsepay.commands.common import EXIT_USAGE, JsonOption, fail, print_json, uuid_argument
+from hsepay.config import ConfigError, get_settings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Bearer tokens for the APIs (auth on: HSEPAY_AUTH_SECRET set). Example: hsepay token issue <user-uuid>",
+)
+
+DEFAULT_TTL = 3600
+MAX_TTL = 366 * 24 * 3600
+
+
+def issuer() -> TokenIssuer:
+    """The signer of new tokens; exit 2 with one line when auth is off or the secret is bad."""
+    try:
+        secrets = get_settings().security.auth_secrets
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    if not secrets:
+        raise fail("HSEPAY_AUTH_SECRET is not set: auth is off and there is nothing to sign tokens with", EXIT_USAGE)
+    return TokenIssuer(secrets)
+
+
+@app.command()
+def issue(
+    user_id: Annotated[
+        uuid.UUID, typer.Argument(help="The user the token acts for (its `sub`).", show_default=False, parser=uuid_argument)
+    ],
+    operator: Annotated[
+        bool, typer.Option("--operator", help="An operator token: acts on every account and order.")
+    ] = False,
+    ttl: Annotated[int, typer.Option(min=60, max=MAX_TTL, help="Seconds until the token expires.")] = DEFAULT_TTL,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a bearer token (HS256, signed with the first secret in HSEPAY_AUTH_SECRET).
+
+    Example: hsepay token issue 3fa85f64-5717-4562-b3fc-2c963f66afa6 --ttl 600
+    """
+    role = "operator" if operator else "user"
+    token, expires = issuer().issue(user_id, role, ttl)
+    if as_json:
+        expires_at = datetime.fromtimestamp(expires, UTC).isoformat()
+        print_json({"token": token, "sub": str(user_id), "role": role, "expires_at": expires_at})
+    else:
+        print(token)
