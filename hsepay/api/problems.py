@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
@@ -10,14 +11,14 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from sqlalchemy.exc import DBAPIError
 
-from hsepay.errors import Conflict, DomainError, InvalidRequest, NotFound
+from hsepay.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from hsepay.resilience import describe, is_unavailable
 
 __all__ = ["problem_details_plugin", "undecodable_body_handler", "unexpected_error_handler"]
 
 log = logging.getLogger(__name__)
 
-_STATUS = {NotFound: 404, Conflict: 409, InvalidRequest: 400}
+_STATUS = {NotFound: 404, Conflict: 409, InvalidRequest: 400, Forbidden: 403}
 
 
 def _status_of(exc: DomainError) -> int:
@@ -48,7 +49,7 @@ def _validation_problem(exc: ValidationException) -> ProblemDetailsException:
 
 def _http_problem(exc: HTTPException) -> ProblemDetailsException:
     return ProblemDetailsException(
-        status_code=exc.status_code, title=exc.detail, detail=exc.detail, headers=exc.headers
+        status_code=exc.status_code, title=HTTPStatus(exc.status_code).phrase, detail=exc.detail, headers=exc.headers
     )
 
 
