@@ -191,11 +191,10 @@ class Guard:
         state = {"started": False, "receiving": False}
 
         async def timed_receive() -> Message:
-            state["receiving"] = True
-            try:
-                return await receive()
-            finally:
-                state["receiving"] = False
+            state["receiving"] = True  # stays set if the deadline cancels the wait
+            message = await receive()
+            state["receiving"] = False
+            return message
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from http import HTTPStatus
+from pathlib import PurePath
 from typing import Any
 
 from litestar import Request, Response
@@ -77,8 +79,10 @@ def _problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
 def database_error_handler(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
     if is_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
-        return _problem(503, "Service unavailable", "the database is unavailable; retry later")
-    log.exception("database error on %s %s", request.method, request.url.path)
+        return _unavailable()
+    # One line: the driver's first line names the fault; the statement and its parameters (and
+    # their data) stay out of the log, as they stay out of the response.
+    log.error("database error on %s %s: %s", request.method, request.url.path, describe(exc))
     return _problem(500, "Internal error", "an unexpected database error occurred")
 
 
@@ -89,5 +93,21 @@ def undecodable_body_handler(request: Request, exc: UnicodeDecodeError) -> Respo
 
 
 def unexpected_error_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if is_unavailable(exc):  # e.g. the pool's TimeoutError: every connection busy past HSEPAY_DB_POOL_TIMEOUT
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
+        return _unavailable()
+    log.error("unhandled error on %s %s: %s (at %s)", request.method, request.url.path, describe(exc), _where(exc))
     return _problem(500, "Internal error", "an unexpected error occurred")
+
+
+def _unavailable() -> Response[dict[str, Any]]:
+    return _problem(503, "Service unavailable", "the database is unavailable; retry later")
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame: enough to find a bug without a traceback in the log."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{PurePath(last.filename).name}:{last.lineno} in {last.name}"
