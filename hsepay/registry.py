@@ -98,7 +98,10 @@ def _orders_app(rt: Runtime) -> Litestar:
     from hsepay.api.app import create_orders_app
 
     return create_orders_app(
-        rt.engine("orders"), orders_topic=rt.settings.kafka.orders_topic, api=rt.settings.api, security=rt.settings.security
+        rt.engine("orders"),
+        orders_topic=rt.settings.kafka.orders_topic,
+        api=rt.settings.api,
+        security=rt.settings.security,
     )
 
 

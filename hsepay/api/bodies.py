@@ -153,7 +153,7 @@ class ClosedStructSchemaPlugin(OpenAPISchemaPlugin):
         return (
             not field_definition.is_union
             and field_definition.is_subclass_of(msgspec.Struct)
-            and getattr(field_definition.type_, "__struct_config__").forbid_unknown_fields
+            and field_definition.type_.__struct_config__.forbid_unknown_fields
         )
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:

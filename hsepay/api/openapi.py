@@ -95,6 +95,8 @@ def fix_options_allow(app: Litestar) -> None:
         allow = ", ".join(sorted(route.methods))
 
         def options_handler(scope: Any, allow: str = allow) -> Response:
-            return Response(content=None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": allow}, media_type=MediaType.TEXT)
+            return Response(
+                content=None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": allow}, media_type=MediaType.TEXT
+            )
 
         handler._fn = options_handler

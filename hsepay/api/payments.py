@@ -103,7 +103,9 @@ class AccountController(Controller):
         caller = caller_of(request)
         if not caller.is_operator:
             if not self_deposit:
-                raise Forbidden("a deposit is an operator action (HSEPAY_AUTH_SELF_DEPOSIT lets users top up their own)")
+                raise Forbidden(
+                    "a deposit is an operator action (HSEPAY_AUTH_SELF_DEPOSIT lets users top up their own)"
+                )
             if caller.subject != owner:
                 raise _not_found(owner)  # another user's account: as if it did not exist
         key = idempotency_key(request)

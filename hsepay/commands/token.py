@@ -61,7 +61,8 @@ def issuer() -> TokenIssuer:
 @app.command()
 def issue(
     user_id: Annotated[
-        uuid.UUID, typer.Argument(help="The user the token acts for (its `sub`).", show_default=False, parser=uuid_argument)
+        uuid.UUID,
+        typer.Argument(help="The user the token acts for (its `sub`).", show_default=False, parser=uuid_argument),
     ],
     operator: Annotated[
         bool, typer.Option("--operator", help="An operator token: acts on every account and order.")

@@ -154,9 +154,7 @@ async def test_authorization_table(
         assert ('error="invalid_token"' in challenge) == (caller != "none")
 
 
-async def test_a_user_lists_only_its_own_orders_an_operator_every_order(
-    world, secured_orders_client, orders_engine
-):
+async def test_a_user_lists_only_its_own_orders_an_operator_every_order(world, secured_orders_client, orders_engine):
     stranger = uuid.uuid4()
     theirs = await place_order(orders_engine, stranger, 7, "orders")
 
@@ -181,7 +179,10 @@ async def test_another_users_account_looks_exactly_like_a_missing_one(world, sec
     missing_id = uuid.uuid4()
     missing = await secured_payments_client.get("/accounts/balance", params={"user_id": str(missing_id)}, headers=token)
     assert theirs.status_code == missing.status_code == 404
-    assert theirs.json() == {**missing.json(), "detail": missing.json()["detail"].replace(str(missing_id), str(world.owner))}
+    assert theirs.json() == {
+        **missing.json(),
+        "detail": missing.json()["detail"].replace(str(missing_id), str(world.owner)),
+    }
 
 
 async def test_a_token_signed_with_the_previous_secret_still_works(world, secured_payments_client):
@@ -197,7 +198,9 @@ async def test_self_deposit_when_enabled_is_own_account_only(world, payments_eng
     security = SecuritySettings(auth_secrets=(SECRET,), self_deposit=True, rate_limit=0)
     async with AsyncTestClient(app=create_payments_app(payments_engine, security=security)) as client:
         own = await client.post(
-            f"/accounts/{world.owner}/deposit", json={"amount": 5}, headers={"Authorization": f"Bearer {issue(world.owner)}"}
+            f"/accounts/{world.owner}/deposit",
+            json={"amount": 5},
+            headers={"Authorization": f"Bearer {issue(world.owner)}"},
         )
         assert own.status_code == 200 and own.json()["balance"] == 1005
         stranger = {"Authorization": f"Bearer {issue(uuid.uuid4())}"}
@@ -206,7 +209,9 @@ async def test_self_deposit_when_enabled_is_own_account_only(world, payments_eng
 
 
 @pytest.mark.parametrize("forged", [{"status": "success"}, {"id": str(uuid.uuid4())}, {"role": "operator"}])
-async def test_client_sent_status_ids_and_roles_never_bind(world, secured_orders_client, orders_db, assert_problem, forged):
+async def test_client_sent_status_ids_and_roles_never_bind(
+    world, secured_orders_client, orders_db, assert_problem, forged
+):
     token = {"Authorization": f"Bearer {issue(world.owner)}"}
     body = {"user_id": str(world.owner), "amount": 5, **forged}
     assert_problem(await secured_orders_client.post("/orders", json=body, headers=token), 400)

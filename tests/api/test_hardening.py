@@ -46,7 +46,9 @@ async def test_same_key_with_the_user_id_spelled_another_way_is_a_replay(payment
 
 
 @pytest.mark.parametrize("form", ["urn:uuid:{}", "{{{}}}", "urn:uuid:{{{}}}"])
-async def test_path_ids_in_forms_the_query_refuses_are_400(payments_client, orders_client, accounts, assert_problem, form):
+async def test_path_ids_in_forms_the_query_refuses_are_400(
+    payments_client, orders_client, accounts, assert_problem, form
+):
     user_id = await accounts.open()
     spelled = form.format(user_id)
     headers = {"Idempotency-Key": "refill-urn"}
@@ -82,7 +84,9 @@ async def test_deposit_key_reused_after_expiry_is_409_and_not_applied_twice(
     assert await accounts.ledger(user_id) == [40]
     assert await accounts.balance(user_id) == 40
     # A new key is a new deposit, as it should be.
-    assert (await payments_client.post(url, json={"amount": 40}, headers={"Idempotency-Key": "refill-2"})).status_code == 200
+    assert (
+        await payments_client.post(url, json={"amount": 40}, headers={"Idempotency-Key": "refill-2"})
+    ).status_code == 200
     assert await accounts.balance(user_id) == 80
 
 
@@ -154,7 +158,11 @@ async def test_two_idempotency_key_headers_are_400(
 ):
     """As two header lines (what uvicorn passes on), or folded into one `a, b` line by an intermediary."""
     user_id = await accounts.open()
-    keys = [("Idempotency-Key", "first, second")] if folded else [("Idempotency-Key", "first"), ("Idempotency-Key", "second")]
+    keys = (
+        [("Idempotency-Key", "first, second")]
+        if folded
+        else [("Idempotency-Key", "first"), ("Idempotency-Key", "second")]
+    )
     headers = [*keys, ("Content-Type", "application/json")]
     for app, path, body in [
         (create_payments_app(payments_engine, security=INSECURE), f"/accounts/{user_id}/deposit", {"amount": 5}),

@@ -108,7 +108,9 @@ async def test_failed_authentications_count_against_the_address(orders_engine):
     security = SecuritySettings(auth_secrets=(SECRET,), rate_limit=1, rate_burst=2)
     app = create_orders_app(orders_engine, security=security)
     async with _client(app, "9.9.9.9") as guesser, _client(app, "8.8.8.8") as other:
-        statuses = [(await guesser.get("/orders", headers={"Authorization": "Bearer guess"})).status_code for _ in range(3)]
+        statuses = [
+            (await guesser.get("/orders", headers={"Authorization": "Bearer guess"})).status_code for _ in range(3)
+        ]
         assert statuses == [401, 401, 429]
         assert (await other.get("/orders")).status_code == 401  # another address is not throttled
 
@@ -121,7 +123,9 @@ async def test_x_forwarded_for_is_honoured_only_behind_a_trusted_proxy(orders_en
             assert (await proxy.get("/orders", headers={"X-Forwarded-For": client_address})).status_code == 200
     distrusting = create_orders_app(orders_engine, security=SecuritySettings(**limited))
     async with _client(distrusting, "10.0.0.2") as proxy:
-        statuses = [(await proxy.get("/orders", headers={"X-Forwarded-For": a})).status_code for a in ("1.1.1.1", "2.2.2.2")]
+        statuses = [
+            (await proxy.get("/orders", headers={"X-Forwarded-For": a})).status_code for a in ("1.1.1.1", "2.2.2.2")
+        ]
         assert statuses == [200, 429]  # the header is not believed: one peer, one budget
 
 
@@ -151,7 +155,9 @@ async def test_a_request_past_the_timeout_is_503_and_has_no_effect(payments_engi
 
     async def balance() -> int:
         async with payments_engine.connect() as conn:
-            return (await conn.execute(select(accounts_table.c.balance).where(accounts_table.c.user_id == user))).scalar()
+            return (
+                await conn.execute(select(accounts_table.c.balance).where(accounts_table.c.user_id == user))
+            ).scalar()
 
     assert await balance() == 10
 
@@ -229,7 +235,9 @@ def test_a_database_error_is_logged_and_answered_without_its_sql(caplog):
     class Orig(Exception):
         pass
 
-    error = DBAPIError("SELECT balance FROM accounts WHERE user_id = %(u)s", {"u": "secret-user"}, Orig("boom\nDETAIL: x"))
+    error = DBAPIError(
+        "SELECT balance FROM accounts WHERE user_id = %(u)s", {"u": "secret-user"}, Orig("boom\nDETAIL: x")
+    )
 
     class FakeRequest:  # the handler reads the method and path only
         method = "GET"
@@ -243,4 +251,3 @@ def test_a_database_error_is_logged_and_answered_without_its_sql(caplog):
     assert response.status_code == 500
     for leaked in ("SELECT", "secret-user", "DETAIL"):
         assert leaked not in text and leaked not in str(response.content)
-

@@ -14,7 +14,12 @@ PROBLEM = "application/problem+json"
     "service, path, method, statuses",
     [
         ("payments", "/accounts", "post", {"201", "400", "401", "403", "409", "413", "415", "429", "503"}),
-        ("payments", "/accounts/{user_id}/deposit", "post", {"200", "400", "401", "403", "404", "409", "413", "415", "429", "503"}),
+        (
+            "payments",
+            "/accounts/{user_id}/deposit",
+            "post",
+            {"200", "400", "401", "403", "404", "409", "413", "415", "429", "503"},
+        ),
         ("payments", "/accounts/balance", "get", {"200", "400", "401", "404", "429", "503"}),
         ("orders", "/orders", "post", {"202", "400", "401", "403", "409", "413", "415", "429", "503"}),
         ("orders", "/orders", "get", {"200", "400", "401", "403", "429", "503"}),
@@ -31,7 +36,8 @@ def test_errors_are_documented_as_problem_json_with_their_statuses(service, path
 
 
 @pytest.mark.parametrize(
-    "service, path, name", [("payments", "/accounts/{user_id}/deposit", "user_id"), ("orders", "/orders/{order_id}", "order_id")]
+    "service, path, name",
+    [("payments", "/accounts/{user_id}/deposit", "user_id"), ("orders", "/orders/{order_id}", "order_id")],
 )
 def test_path_ids_are_uuids(service, path, name):
     item = openapi_document(service, auth=False)["paths"][path]
@@ -40,7 +46,9 @@ def test_path_ids_are_uuids(service, path, name):
     assert parameter["in"] == "path" and parameter["schema"]["format"] == "uuid"
 
 
-@pytest.mark.parametrize("service, body", [("payments", "CreateAccount"), ("payments", "Deposit"), ("orders", "CreateOrder")])
+@pytest.mark.parametrize(
+    "service, body", [("payments", "CreateAccount"), ("payments", "Deposit"), ("orders", "CreateOrder")]
+)
 def test_request_bodies_are_closed(service, body):
     assert openapi_document(service, auth=False)["components"]["schemas"][body]["additionalProperties"] is False
 
@@ -60,7 +68,9 @@ def test_bearer_scheme_only_when_auth_is_on(service):
     assert "securitySchemes" not in openapi_document(service, auth=False).get("components", {})
 
 
-@pytest.mark.parametrize("path, allow", [("/orders", "GET, OPTIONS, POST"), ("/order/3fa85f64-5717-4562-b3fc-2c963f66afa6", "GET, OPTIONS")])
+@pytest.mark.parametrize(
+    "path, allow", [("/orders", "GET, OPTIONS, POST"), ("/order/3fa85f64-5717-4562-b3fc-2c963f66afa6", "GET, OPTIONS")]
+)
 async def test_options_lists_every_method_of_the_path(orders_client, path, allow):
     response = await orders_client.options(path)
     assert response.status_code == 204

@@ -59,7 +59,8 @@ def test_token_issue_operator_json(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "args", [["nope"], [f"urn:uuid:{uuid.uuid4()}"], [str(uuid.uuid4()), "--ttl", "0"], [str(uuid.uuid4()), "--ttl", "x"]]
+    "args",
+    [["nope"], [f"urn:uuid:{uuid.uuid4()}"], [str(uuid.uuid4()), "--ttl", "0"], [str(uuid.uuid4()), "--ttl", "x"]],
 )
 def test_token_issue_bad_arguments_are_usage_errors(monkeypatch, args):
     with_secret(monkeypatch, SECRET)

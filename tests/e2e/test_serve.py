@@ -18,10 +18,14 @@ def test_seed_postman_run_against_served_apis(hsepay_env):
     pay, ords = free_port(), free_port()
     with (
         running(
-            ["serve", "payments", "--port", str(pay), "--insecure-no-auth"], hsepay_env, [f"http://127.0.0.1:{pay}/health/ready"]
+            ["serve", "payments", "--port", str(pay), "--insecure-no-auth"],
+            hsepay_env,
+            [f"http://127.0.0.1:{pay}/health/ready"],
         ) as payments,
         running(
-            ["serve", "orders", "--port", str(ords), "--insecure-no-auth"], hsepay_env, [f"http://127.0.0.1:{ords}/health/ready"]
+            ["serve", "orders", "--port", str(ords), "--insecure-no-auth"],
+            hsepay_env,
+            [f"http://127.0.0.1:{ords}/health/ready"],
         ) as orders,
     ):
         p, o = f"http://127.0.0.1:{pay}", f"http://127.0.0.1:{ords}"
@@ -67,10 +71,14 @@ def test_serve_with_workers_settles_orders(hsepay_env, broker):
     pay, ords = free_port(), free_port()
     with (
         running(
-            ["serve", "payments", "--port", str(pay), "--with-workers", "--insecure-no-auth"], env, [f"http://127.0.0.1:{pay}/health/ready"]
+            ["serve", "payments", "--port", str(pay), "--with-workers", "--insecure-no-auth"],
+            env,
+            [f"http://127.0.0.1:{pay}/health/ready"],
         ),
         running(
-            ["serve", "orders", "--port", str(ords), "--with-workers", "--insecure-no-auth"], env, [f"http://127.0.0.1:{ords}/health/ready"]
+            ["serve", "orders", "--port", str(ords), "--with-workers", "--insecure-no-auth"],
+            env,
+            [f"http://127.0.0.1:{ords}/health/ready"],
         ),
         httpx.Client(timeout=5) as client,
     ):
