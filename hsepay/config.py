@@ -106,10 +106,6 @@ def boolean(raw: str, name: str) -> bool:
     raise ConfigError(f"{name}: {raw!r} is not a boolean (use true or false)")
 
 
-def text(raw: str, name: str) -> str:
-    return raw.strip()
-
-
 _KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
