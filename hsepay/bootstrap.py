@@ -165,6 +165,7 @@ class Runtime:
             self.engines[service] = create_engine(
                 self.db_urls[service],
                 pool_size=self.settings.db.pool_size,
+                pool_timeout=self.settings.db.pool_timeout,
                 application_name=f"hsepay-{service}",
             )
         return self.engines[service]

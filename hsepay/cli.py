@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from hsepay.commands import account, db, inbox, order, outbox
+from hsepay.commands import account, db, inbox, order, outbox, token
 from hsepay.commands.audit import audit
 from hsepay.commands.bench import bench
 from hsepay.commands.chaos import chaos
@@ -35,6 +35,7 @@ app.add_typer(account.app, name="account")
 app.add_typer(order.app, name="order")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(inbox.app, name="inbox")
+app.add_typer(token.app, name="token")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ README and `hsepay doctor`.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import os
 import re
@@ -28,6 +29,7 @@ __all__ = [
     "KafkaSettings",
     "RelaySettings",
     "SagaSettings",
+    "SecuritySettings",
     "Settings",
     "get_settings",
     "normalise_db_url",
@@ -112,6 +114,10 @@ def seconds(minimum: float = 0.001, maximum: float = 10 * 365 * 24 * 3600.0) -> 
     return parse
 
 
+def text(raw: str, name: str) -> str:
+    return raw.strip()
+
+
 def boolean(raw: str, name: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -119,10 +125,6 @@ def boolean(raw: str, name: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name}: {raw!r} is not a boolean (use true or false)")
-
-
-def text(raw: str, name: str) -> str:
-    return raw.strip()
 
 
 _KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -146,6 +148,45 @@ def bootstrap_servers(raw: str, name: str) -> str:
 
 def path(raw: str, name: str) -> Path:
     return Path(raw.strip()).expanduser()
+
+
+MIN_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
+
+
+def secrets_list(raw: str, name: str) -> tuple[str, ...]:
+    """Comma-separated signing secrets, current first; the message never repeats a secret."""
+    secrets = tuple(part.strip() for part in raw.split(","))
+    for position, secret in enumerate(secrets, 1):
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{name}: secret #{position} is {len(secret.encode())} bytes; each needs at least {MIN_SECRET_BYTES} "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+    return secrets
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\*$")
+
+
+def origins(raw: str, name: str) -> tuple[str, ...]:
+    """Comma-separated browser origins (scheme://host[:port], no path), or `*`."""
+    found = tuple(part.strip() for part in raw.split(","))
+    for origin in found:
+        if not _ORIGIN.match(origin):
+            raise ConfigError(f"{name}: {origin[:100]!r} is not an origin (scheme://host[:port], or *)")
+    return found
+
+
+def networks(raw: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP addresses or CIDR networks."""
+    found = []
+    for part in raw.split(","):
+        try:
+            found.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {part.strip()[:100]!r} is not an IP address or network") from None
+    return tuple(found)
 
 
 _ACCEPTED_DB_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
@@ -197,6 +238,12 @@ class DatabaseSettings:
         "PostgreSQL URL of the orders database (another database than payments); unset: embedded server",
     )
     pool_size: int = setting(10, "HSEPAY_DB_POOL_SIZE", integer(1, 1000), "connections per database and process")
+    pool_timeout: float = setting(
+        5.0,
+        "HSEPAY_DB_POOL_TIMEOUT",
+        seconds(0.1, 300),
+        "seconds a request waits for a pooled connection before it is answered 503",
+    )
 
     def url_of(self, variable: str) -> str | None:
         """The configured URL behind an env var (None: the embedded server); the registry names the variable."""
@@ -367,17 +414,60 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Who may call the APIs and how much (docs/SECURITY.md)."""
+
+    auth_secrets: tuple[str, ...] = setting(
+        (),
+        "HSEPAY_AUTH_SECRET",
+        secrets_list,
+        "HS256 secret(s) for bearer tokens, comma-separated: new tokens use the first, any verifies "
+        "(rotation); each ≥ 32 bytes; unset: auth off (development only)",
+        secret=True,
+    )
+    self_deposit: bool = setting(
+        False, "HSEPAY_AUTH_SELF_DEPOSIT", boolean, "let a user token deposit into its own account (demos)"
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (), "HSEPAY_CORS_ORIGINS", origins, "browser origins allowed to call the APIs, comma-separated; unset: CORS off"
+    )
+    rate_limit: int = setting(
+        100,
+        "HSEPAY_RATE_LIMIT",
+        integer(0, 10_000_000),
+        "requests per second per caller (token subject, else client IP) and process; 0: no limit",
+    )
+    rate_burst: int | None = setting(
+        None, "HSEPAY_RATE_BURST", integer(1, 10_000_000), "requests a caller may send at once; unset: 2 × the rate"
+    )
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        (),
+        "HSEPAY_TRUSTED_PROXIES",
+        networks,
+        "proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client; unset: trust none",
+    )
+    request_timeout: float = setting(
+        10.0,
+        "HSEPAY_REQUEST_TIMEOUT",
+        seconds(0.05, 3600),
+        "seconds a request may take before it is answered 503 (408 while its body is still arriving)",
+    )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_secrets)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = setting(lambda: Path(".hsepay"), "HSEPAY_DATA_DIR", path, "files of the embedded engines")
-    auth_secret: str | None = setting(
-        None, "HSEPAY_AUTH_SECRET", text, "secret for bearer tokens; unset: auth off (development only)", secret=True
-    )
     db: DatabaseSettings = section(DatabaseSettings)
     kafka: KafkaSettings = section(KafkaSettings)
     relay: RelaySettings = section(RelaySettings)
     consumer: ConsumerSettings = section(ConsumerSettings)
     saga: SagaSettings = section(SagaSettings)
     api: ApiSettings = section(ApiSettings)
+    security: SecuritySettings = section(SecuritySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

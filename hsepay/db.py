@@ -21,12 +21,20 @@ def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def create_engine(url: str, *, pool_size: int = 10, application_name: str = "hsepay") -> AsyncEngine:
-    """An async engine on psycopg 3; `url` is already normalised by the config."""
+def create_engine(
+    url: str, *, pool_size: int = 10, pool_timeout: float = 5.0, application_name: str = "hsepay"
+) -> AsyncEngine:
+    """An async engine on psycopg 3; `url` is already normalised by the config.
+
+    The pool is bounded (`pool_size` plus as many overflow connections): a request that finds it
+    exhausted waits `pool_timeout` seconds, then fails with a pool TimeoutError that the API answers
+    503, rather than queueing for SQLAlchemy's default 30 s.
+    """
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_timeout=pool_timeout,
         # No pre-ping: it costs a round trip per checkout on the hot path; a dropped connection
         # fails its statement instead, which every caller already retries or reports as 503.
         pool_pre_ping=False,

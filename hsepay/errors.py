@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "DomainError", "InvalidRequest", "NotFound"]
+__all__ = ["Conflict", "DomainError", "Forbidden", "InvalidRequest", "NotFound"]
 
 
 class DomainError(Exception):
@@ -21,3 +21,9 @@ class Conflict(DomainError):
 
 class InvalidRequest(DomainError):
     title = "Invalid request"
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this (a user acting for another user, a user depositing)."""
+
+    title = "Forbidden"

@@ -82,9 +82,14 @@ def request_fingerprint(*parts: bytes | str) -> str:
 
 
 def validate_key(key: str) -> str:
+    """The key, stripped; 400 unless 1..255 printable characters without a comma.
+
+    No comma, because an intermediary may fold two Idempotency-Key headers into one line joined by
+    commas (RFC 9110 §5.3): two keys must never pass for one.
+    """
     key = key.strip()
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidRequest(f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} printable characters")
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or "," in key:
+        raise InvalidRequest(f"Idempotency-Key must be 1..{MAX_KEY_LENGTH} printable characters, without commas")
     return key
 
 

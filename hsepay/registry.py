@@ -82,7 +82,7 @@ class ServiceSpec:
 def _payments_app(rt: Runtime) -> Litestar:
     from hsepay.api.app import create_payments_app
 
-    return create_payments_app(rt.engine("payments"), api=rt.settings.api)
+    return create_payments_app(rt.engine("payments"), api=rt.settings.api, security=rt.settings.security)
 
 
 def _payments_handlers(settings: Settings) -> HandlerMap:
@@ -97,7 +97,12 @@ def _payments_handlers(settings: Settings) -> HandlerMap:
 def _orders_app(rt: Runtime) -> Litestar:
     from hsepay.api.app import create_orders_app
 
-    return create_orders_app(rt.engine("orders"), orders_topic=rt.settings.kafka.orders_topic, api=rt.settings.api)
+    return create_orders_app(
+        rt.engine("orders"),
+        orders_topic=rt.settings.kafka.orders_topic,
+        api=rt.settings.api,
+        security=rt.settings.security,
+    )
 
 
 def _orders_handlers(settings: Settings) -> HandlerMap:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 __all__ = [
     "DATABASE_UNAVAILABLE",
@@ -36,8 +37,10 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     psycopg.InterfaceError,
     OSError,
     TimeoutError,
+    PoolTimeout,
 )
-"""Faults of the database connection (server down, restarting, network), not of the request."""
+"""Faults of the database connection (server down, restarting, network, every pooled connection
+busy past HSEPAY_DB_POOL_TIMEOUT), not of the request."""
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -8,7 +8,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -17,7 +18,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import __version__, idempotency
+from hsepay.api.bodies import ClosedStructSchemaPlugin
+from hsepay.api.guard import Guard
 from hsepay.api.health import HealthController
+from hsepay.api.openapi import BEARER, bearer_components, fix_options_allow
 from hsepay.api.orders import OrderController
 from hsepay.api.payments import AccountController
 from hsepay.api.problems import (
@@ -26,7 +30,7 @@ from hsepay.api.problems import (
     undecodable_body_handler,
     unexpected_error_handler,
 )
-from hsepay.config import ApiSettings
+from hsepay.config import ApiSettings, SecuritySettings
 from hsepay.orders import tables as orders_tables
 from hsepay.payments import tables as payments_tables
 from hsepay.resilience import sleep_or_stop
@@ -37,6 +41,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 log = logging.getLogger(__name__)
 DEFAULT_API_SETTINGS = ApiSettings()  # frozen, so one shared default is safe
+DEFAULT_SECURITY = SecuritySettings()  # auth off, as with HSEPAY_AUTH_SECRET unset
 
 
 def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings):
@@ -72,26 +77,53 @@ def _app(
     controllers: Sequence[type],
     dependencies: dict[str, Any],
     lifespan: Callable[[Litestar], Any],
+    security: SecuritySettings,
 ) -> Litestar:
-    return Litestar(
+    if not security.auth_enabled:
+        log.warning(
+            "%s: AUTHENTICATION IS OFF (HSEPAY_AUTH_SECRET unset): every caller may act on every account", title
+        )
+    guarded = Router(
+        path="/",
+        route_handlers=list(controllers),
+        middleware=[Guard(security).middleware],
+        security=[{BEARER: []}] if security.auth_enabled else None,
+    )
+    app = Litestar(
         lifespan=[lifespan],
-        route_handlers=[*controllers, HealthController],
+        route_handlers=[guarded, HealthController],
         dependencies={
             name: Provide(_constant(value), use_cache=True, sync_to_thread=False)
-            for name, value in dependencies.items()
+            for name, value in {**dependencies, "self_deposit": security.self_deposit}.items()
         },
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         exception_handlers={
             DBAPIError: database_error_handler,
             UnicodeDecodeError: undecodable_body_handler,
             Exception: unexpected_error_handler,
         },
+        cors_config=(
+            CORSConfig(
+                allow_origins=list(security.cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                expose_headers=["Location", "Link", "Idempotent-Replayed", "Retry-After", "RateLimit-Remaining"],
+            )
+            if security.cors_origins
+            else None
+        ),
         openapi_config=OpenAPIConfig(
-            title=title, version=__version__, path="/schema", render_plugins=[SwaggerRenderPlugin(path="/swagger")]
+            title=title,
+            version=__version__,
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+            components=bearer_components(security.auth_enabled),
         ),
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # the CLI configures logging once; Litestar must not replace it
     )
+    fix_options_allow(app)
+    return app
 
 
 def _constant(value: Any) -> Callable[[], Any]:
@@ -101,9 +133,11 @@ def _constant(value: Any) -> Callable[[], Any]:
     return provide
 
 
-def create_payments_app(engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS) -> Litestar:
+def create_payments_app(
+    engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS, security: SecuritySettings = DEFAULT_SECURITY
+) -> Litestar:
     lifespan = _expiring_keys(engine, payments_tables.idempotency_keys, api)
-    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan)
+    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, security)
 
 
 def create_orders_app(
@@ -111,7 +145,8 @@ def create_orders_app(
     *,
     orders_topic: str = "orders",
     api: ApiSettings = DEFAULT_API_SETTINGS,
+    security: SecuritySettings = DEFAULT_SECURITY,
 ) -> Litestar:
     lifespan = _expiring_keys(engine, orders_tables.idempotency_keys, api)
     dependencies = {"engine": engine, "orders_topic": orders_topic}
-    return _app("hsepay orders", [OrderController], dependencies, lifespan)
+    return _app("hsepay orders", [OrderController], dependencies, lifespan, security)

@@ -10,20 +10,24 @@ from urllib.parse import urlencode
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromQuery, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsepay.api.bodies import strict_body
+from hsepay.api.bodies import json_body
+from hsepay.api.guard import caller_of
 from hsepay.api.idempotent import run_idempotent
-from hsepay.errors import InvalidRequest
+from hsepay.api.openapi import problems
+from hsepay.errors import Forbidden, InvalidRequest
 from hsepay.idempotency import StoredResponse
 from hsepay.ids import parse_uuid
 from hsepay.money import Amount
 from hsepay.orders import operations
+from hsepay.orders.errors import OrderNotFound
 from hsepay.orders.model import MAX_DESCRIPTION, Order
 from hsepay.orders.tables import idempotency_keys
 
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
+OrderIdInPath = Annotated[str, Parameter(description="the order's id (a UUID)", schema_extra={"format": "uuid"})]
 MAX_PAGE = 500
 
 
@@ -57,7 +61,13 @@ def _parse_order_id(raw: str) -> uuid.UUID:
 class OrderController(Controller):
     tags = ["orders"]
 
-    @post("/orders", status_code=202, summary="Place an order; payment follows asynchronously")
+    @post(
+        "/orders",
+        status_code=202,
+        summary="Place an order; payment follows asynchronously",
+        responses=problems(400, 403, 409, 413, 415),
+        **json_body(CreateOrder),
+    )
     async def create_order(
         self,
         request: Request,
@@ -65,7 +75,7 @@ class OrderController(Controller):
         orders_topic: NamedDependency[str],
         data: JSONBody[CreateOrder],
     ) -> Response[OrderAccepted]:
-        data = await strict_body(request, CreateOrder)
+        caller_of(request).require_self(data.user_id, "place orders")
         if "\x00" in data.description:
             raise InvalidRequest("description must not contain NUL characters")
 
@@ -84,14 +94,22 @@ class OrderController(Controller):
             )
             return StoredResponse(202, msgspec.to_builtins(body), {"Location": f"/orders/{order.id}"})
 
-        return await run_idempotent(request, engine, idempotency_keys, data, effect)
+        return await run_idempotent(request, engine, idempotency_keys, "/orders", data, effect)
 
-    @get(["/orders/{order_id:str}", "/order/{order_id:str}"], summary="One order")
-    async def get_order(self, engine: NamedDependency[AsyncEngine], order_id: FromPath[str]) -> dict:
+    @get(["/orders/{order_id:str}", "/order/{order_id:str}"], summary="One order", responses=problems(400, 404))
+    async def get_order(self, request: Request, engine: NamedDependency[AsyncEngine], order_id: OrderIdInPath) -> dict:
+        wanted = _parse_order_id(order_id)
         async with engine.connect() as conn:
-            return _order_json(await operations.get_order(conn, _parse_order_id(order_id)))
+            order = await operations.get_order(conn, wanted)
+        if not caller_of(request).may_act_for(order.user_id):
+            raise OrderNotFound(f"no order {wanted}")  # another user's order: as if it did not exist
+        return _order_json(order)
 
-    @get("/orders", summary="Orders, newest first, paginated by cursor (Link rel=next)")
+    @get(
+        "/orders",
+        summary="Orders, newest first, paginated by cursor (Link rel=next); a user token sees only its own",
+        responses=problems(400, 403),
+    )
     async def list_orders(
         self,
         request: Request,
@@ -101,6 +119,11 @@ class OrderController(Controller):
         limit: FromQuery[Annotated[int, Parameter(ge=1, le=MAX_PAGE)]] = 100,
         cursor: FromQuery[Annotated[str | None, Parameter(max_length=200)]] = None,
     ) -> Response[list[dict]]:
+        caller = caller_of(request)
+        if not caller.is_operator:
+            if user_id is not None and user_id != caller.subject:
+                raise Forbidden("a user token lists only its own orders")
+            user_id = caller.subject
         async with engine.connect() as conn:
             page, next_cursor = await operations.list_orders(
                 conn, user_id=user_id, status=status, limit=limit, cursor=cursor

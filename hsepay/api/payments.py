@@ -9,17 +9,22 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromQuery, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsepay.api.bodies import strict_body
-from hsepay.api.idempotent import run_idempotent
-from hsepay.errors import InvalidRequest
+from hsepay.api.bodies import json_body
+from hsepay.api.guard import caller_of
+from hsepay.api.idempotent import idempotency_key, run_idempotent
+from hsepay.api.openapi import problems
+from hsepay.errors import Forbidden, InvalidRequest
 from hsepay.idempotency import StoredResponse
 from hsepay.ids import parse_uuid
 from hsepay.money import Amount
 from hsepay.payments import operations
+from hsepay.payments.errors import AccountNotFound
 from hsepay.payments.tables import idempotency_keys
+
+UserIdInPath = Annotated[str, Parameter(description="the account's user (a UUID)", schema_extra={"format": "uuid"})]
 
 
 class CreateAccount(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,11 +58,17 @@ class AccountController(Controller):
     path = "/accounts"
     tags = ["accounts"]
 
-    @post("/", status_code=201, summary="Open an account (one per user)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Open an account (one per user)",
+        responses=problems(400, 403, 409, 413, 415),
+        **json_body(CreateAccount),
+    )
     async def create_account(
         self, request: Request, engine: NamedDependency[AsyncEngine], data: JSONBody[CreateAccount]
     ) -> Response[AccountCreated]:
-        data = await strict_body(request, CreateAccount)
+        caller_of(request).require_self(data.user_id, "open an account")
 
         async def effect(conn) -> StoredResponse:
             account = await operations.create_account(conn, data.user_id)
@@ -69,40 +80,61 @@ class AccountController(Controller):
             )
             return StoredResponse(201, msgspec.to_builtins(body), {})
 
-        return await run_idempotent(request, engine, idempotency_keys, data, effect)
+        return await run_idempotent(request, engine, idempotency_keys, "/accounts", data, effect)
 
-    @post("/{user_id:str}/deposit", status_code=200, summary="Add money to an account")
+    @post(
+        "/{user_id:str}/deposit",
+        status_code=200,
+        summary="Add money to an account (an operator action unless HSEPAY_AUTH_SELF_DEPOSIT)",
+        responses=problems(400, 403, 404, 409, 413, 415),
+        **json_body(Deposit),
+    )
     async def deposit(
         self,
         request: Request,
         engine: NamedDependency[AsyncEngine],
-        user_id: FromPath[str],
+        self_deposit: NamedDependency[bool],
+        user_id: UserIdInPath,
         data: JSONBody[Deposit],
     ) -> Response[BalanceRefilled]:
-        data = await strict_body(request, Deposit)
         owner = _parse_user_id(user_id)
         if data.user_id is not None and data.user_id != owner:
             raise InvalidRequest("user_id in the body differs from the one in the path")
+        caller = caller_of(request)
+        if not caller.is_operator:
+            if not self_deposit:
+                raise Forbidden(
+                    "a deposit is an operator action (HSEPAY_AUTH_SELF_DEPOSIT lets users top up their own)"
+                )
+            if caller.subject != owner:
+                raise _not_found(owner)  # another user's account: as if it did not exist
+        key = idempotency_key(request)
 
         async def effect(conn) -> StoredResponse:
-            reference = request.headers.get("idempotency-key")
             account = await operations.deposit(
-                conn, owner, data.amount, reference=f"deposit:{owner}:{reference}" if reference else None
+                conn, owner, data.amount, reference=f"deposit:{owner}:{key}" if key else None
             )
             body = BalanceRefilled(message="Balance refilled", user_id=account.user_id, balance=account.balance)
             return StoredResponse(200, msgspec.to_builtins(body), {})
 
-        return await run_idempotent(request, engine, idempotency_keys, data, effect)
+        return await run_idempotent(request, engine, idempotency_keys, f"/accounts/{owner}/deposit", data, effect)
 
-    @get("/balance", summary="Balance of a user's account")
+    @get("/balance", summary="Balance of a user's account", responses=problems(400, 404))
     async def balance(
         self,
+        request: Request,
         engine: NamedDependency[AsyncEngine],
         user_id: FromQuery[Annotated[uuid.UUID, Parameter(description="the account's user")]],
     ) -> Balance:
+        if not caller_of(request).may_act_for(user_id):
+            raise _not_found(user_id)  # another user's account: as if it did not exist
         async with engine.connect() as conn:
             account = await operations.get_account(conn, user_id)
         return Balance(user_id=account.user_id, balance=account.balance)
+
+
+def _not_found(user_id: uuid.UUID) -> AccountNotFound:
+    return AccountNotFound(f"no account for user {user_id}")
 
 
 def _parse_user_id(raw: str) -> uuid.UUID:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import traceback
+from http import HTTPStatus
+from pathlib import PurePath
 from typing import Any
 
 from litestar import Request, Response
@@ -10,14 +13,14 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from sqlalchemy.exc import DBAPIError
 
-from hsepay.errors import Conflict, DomainError, InvalidRequest, NotFound
+from hsepay.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from hsepay.resilience import describe, is_unavailable
 
 __all__ = ["problem_details_plugin", "undecodable_body_handler", "unexpected_error_handler"]
 
 log = logging.getLogger(__name__)
 
-_STATUS = {NotFound: 404, Conflict: 409, InvalidRequest: 400}
+_STATUS = {NotFound: 404, Conflict: 409, InvalidRequest: 400, Forbidden: 403}
 
 
 def _status_of(exc: DomainError) -> int:
@@ -48,7 +51,7 @@ def _validation_problem(exc: ValidationException) -> ProblemDetailsException:
 
 def _http_problem(exc: HTTPException) -> ProblemDetailsException:
     return ProblemDetailsException(
-        status_code=exc.status_code, title=exc.detail, detail=exc.detail, headers=exc.headers
+        status_code=exc.status_code, title=HTTPStatus(exc.status_code).phrase, detail=exc.detail, headers=exc.headers
     )
 
 
@@ -76,8 +79,10 @@ def _problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
 def database_error_handler(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
     if is_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
-        return _problem(503, "Service unavailable", "the database is unavailable; retry later")
-    log.exception("database error on %s %s", request.method, request.url.path)
+        return _unavailable()
+    # One line: the driver's first line names the fault; the statement and its parameters (and
+    # their data) stay out of the log, as they stay out of the response.
+    log.error("database error on %s %s: %s", request.method, request.url.path, describe(exc))
     return _problem(500, "Internal error", "an unexpected database error occurred")
 
 
@@ -88,5 +93,21 @@ def undecodable_body_handler(request: Request, exc: UnicodeDecodeError) -> Respo
 
 
 def unexpected_error_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if is_unavailable(exc):  # e.g. the pool's TimeoutError: every connection busy past HSEPAY_DB_POOL_TIMEOUT
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
+        return _unavailable()
+    log.error("unhandled error on %s %s: %s (at %s)", request.method, request.url.path, describe(exc), _where(exc))
     return _problem(500, "Internal error", "an unexpected error occurred")
+
+
+def _unavailable() -> Response[dict[str, Any]]:
+    return _problem(503, "Service unavailable", "the database is unavailable; retry later")
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame: enough to find a bug without a traceback in the log."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{PurePath(last.filename).name}:{last.lineno} in {last.name}"

@@ -139,6 +139,9 @@ def list_(
         return
     print_table(
         "Orders",
-        ["id", "user_id", "amount", "status", "reason", "created_at"],
-        [(o.id, o.user_id, o.amount, o.status, o.reason, o.created_at.isoformat(timespec="seconds")) for o in orders],
+        ["id", "user_id", "amount", "description", "status", "reason", "created_at"],
+        [
+            (o.id, o.user_id, o.amount, o.description, o.status, o.reason, o.created_at.isoformat(timespec="seconds"))
+            for o in orders
+        ],
     )

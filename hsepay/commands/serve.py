@@ -8,6 +8,7 @@ import typer
 
 from hsepay import registry
 from hsepay.commands.common import execute, runtime, services
+from hsepay.commands.token import require_auth_choice
 
 
 def serve(
@@ -24,6 +25,13 @@ def serve(
     with_workers: Annotated[
         bool, typer.Option("--with-workers", help="Also run this service's outbox relay and inbox consumer.")
     ] = False,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Serve without authentication (local development, load tests): every caller may do everything.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a service's REST API (OpenAPI at /schema, Swagger UI at /schema/swagger).
 
@@ -32,5 +40,6 @@ def serve(
     from hsepay.roles import serve_api
 
     (spec,) = services(service, allowed=tuple(registry.SERVICES.values()))
+    require_auth_choice(insecure_no_auth)
     rt = runtime((spec,))
     execute(lambda: serve_api(rt, spec, host=host, port=port or spec.default_port, with_workers=with_workers))

@@ -15,6 +15,7 @@ from rich.table import Table
 from hsepay import registry
 from hsepay.bootstrap import Runtime
 from hsepay.commands.common import EXIT_USAGE, console, execute, fail, runtime
+from hsepay.commands.token import announce_auth
 from hsepay.relay.backlog import outbox_status
 from hsepay.resilience import is_unavailable
 
@@ -79,6 +80,7 @@ def up(
     for spec in apis:
         _check_port(host, *ports[spec.name])
     rt = runtime()
+    announce_auth(console, rt.settings.security.auth_secrets)
 
     async def body() -> None:
         try:

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hsepay.payments.errors import AccountExists, AccountNotFound, BalanceLimitExceeded
+from hsepay.payments.errors import AccountExists, AccountNotFound, BalanceLimitExceeded, DepositAlreadyRecorded
 from hsepay.payments.model import Account, PaymentDecision, PaymentRequest, decide
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 
@@ -76,11 +76,19 @@ async def deposit(conn: AsyncConnection, user_id: uuid.UUID, amount: int, *, ref
         raise
     if row is None:
         raise AccountNotFound(f"no account for user {user_id}")
-    await conn.execute(
-        insert(ledger_entries).values(
-            user_id=user_id, kind="deposit", amount=amount, reference=reference or f"deposit:{uuid.uuid4()}"
-        )
+    # The reference is unique per kind: a second deposit under one reference (an Idempotency-Key
+    # reused after its record expired) is refused here, and raising rolls back the balance update.
+    entry = await conn.execute(
+        pg_insert(ledger_entries)
+        .values(user_id=user_id, kind="deposit", amount=amount, reference=reference or f"deposit:{uuid.uuid4()}")
+        .on_conflict_do_nothing(index_elements=[ledger_entries.c.kind, ledger_entries.c.reference])
+        .returning(ledger_entries.c.id)
     )
+    if entry.first() is None:
+        raise DepositAlreadyRecorded(
+            "a deposit with this Idempotency-Key is already recorded (the key's stored response has expired); "
+            "it is not applied twice: check the balance, and use a new key for a new deposit"
+        )
     return _account(row)
 
 

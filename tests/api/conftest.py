@@ -19,21 +19,43 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.api.app import create_orders_app, create_payments_app
+from hsepay.config import SecuritySettings
 from hsepay.orders import tables as orders_tables
 from hsepay.payments import tables as payments_tables
+from tests.tokens import PREVIOUS_SECRET, SECRET
 
 PROBLEM_JSON = "application/problem+json"
+
+# Auth off, as `hsepay up` without HSEPAY_AUTH_SECRET; no rate limit, so that a test's own pace never
+# decides its outcome (the limit has tests of its own).
+INSECURE = SecuritySettings(rate_limit=0)
+# Auth on, with a current and a previous secret (rotation).
+SECURE = SecuritySettings(auth_secrets=(SECRET, PREVIOUS_SECRET), rate_limit=0)
 
 
 @pytest_asyncio.fixture
 async def payments_client(payments_engine):
-    async with AsyncTestClient(app=create_payments_app(payments_engine)) as client:
+    async with AsyncTestClient(app=create_payments_app(payments_engine, security=INSECURE)) as client:
         yield client
 
 
 @pytest_asyncio.fixture
 async def orders_client(orders_engine):
-    async with AsyncTestClient(app=create_orders_app(orders_engine, orders_topic="orders")) as client:
+    async with AsyncTestClient(
+        app=create_orders_app(orders_engine, orders_topic="orders", security=INSECURE)
+    ) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def secured_payments_client(payments_engine):
+    async with AsyncTestClient(app=create_payments_app(payments_engine, security=SECURE)) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def secured_orders_client(orders_engine):
+    async with AsyncTestClient(app=create_orders_app(orders_engine, orders_topic="orders", security=SECURE)) as client:
         yield client
 
 
@@ -47,7 +69,7 @@ async def concurrent_payments_client(payments_engine):
     No lifespan is run: the app has no startup hooks, and Litestar's lifespan task group cannot be
     entered in a fixture's setup task and left in its teardown task.
     """
-    transport = httpx.ASGITransport(app=create_payments_app(payments_engine))
+    transport = httpx.ASGITransport(app=create_payments_app(payments_engine, security=INSECURE))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
 

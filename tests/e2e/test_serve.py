@@ -1,8 +1,11 @@
-"""`hsepay serve` answers the six requests of the seed's Postman run with the JSON of DESIGN §3."""
+"""`hsepay serve` answers the six requests of the seed's Postman run with the JSON of DESIGN §3 (auth off,
+as the seed's clients send no token), and enforces bearer tokens when HSEPAY_AUTH_SECRET is set."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -15,10 +18,14 @@ def test_seed_postman_run_against_served_apis(hsepay_env):
     pay, ords = free_port(), free_port()
     with (
         running(
-            ["serve", "payments", "--port", str(pay)], hsepay_env, [f"http://127.0.0.1:{pay}/health/ready"]
+            ["serve", "payments", "--port", str(pay), "--insecure-no-auth"],
+            hsepay_env,
+            [f"http://127.0.0.1:{pay}/health/ready"],
         ) as payments,
         running(
-            ["serve", "orders", "--port", str(ords)], hsepay_env, [f"http://127.0.0.1:{ords}/health/ready"]
+            ["serve", "orders", "--port", str(ords), "--insecure-no-auth"],
+            hsepay_env,
+            [f"http://127.0.0.1:{ords}/health/ready"],
         ) as orders,
     ):
         p, o = f"http://127.0.0.1:{pay}", f"http://127.0.0.1:{ords}"
@@ -48,8 +55,10 @@ def test_seed_postman_run_against_served_apis(hsepay_env):
         listed = httpx.get(f"{o}/orders", params={"user_id": user})
         assert listed.status_code == 200 and [row["id"] for row in listed.json()] == [body["id"]]
 
-        bad = httpx.post(f"{o}/orders", content=b'{"user_id": "nope", "amount": 1}')
+        bad = httpx.post(f"{o}/orders", json={"user_id": "nope", "amount": 1})
         assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
+        not_json = httpx.post(f"{o}/orders", content=b'{"user_id": "' + user.encode() + b'", "amount": 1}')
+        assert not_json.status_code == 415
 
         for proc in (payments, orders):
             proc.send_signal(signal.SIGINT)
@@ -62,10 +71,14 @@ def test_serve_with_workers_settles_orders(hsepay_env, broker):
     pay, ords = free_port(), free_port()
     with (
         running(
-            ["serve", "payments", "--port", str(pay), "--with-workers"], env, [f"http://127.0.0.1:{pay}/health/ready"]
+            ["serve", "payments", "--port", str(pay), "--with-workers", "--insecure-no-auth"],
+            env,
+            [f"http://127.0.0.1:{pay}/health/ready"],
         ),
         running(
-            ["serve", "orders", "--port", str(ords), "--with-workers"], env, [f"http://127.0.0.1:{ords}/health/ready"]
+            ["serve", "orders", "--port", str(ords), "--with-workers", "--insecure-no-auth"],
+            env,
+            [f"http://127.0.0.1:{ords}/health/ready"],
         ),
         httpx.Client(timeout=5) as client,
     ):
@@ -86,3 +99,24 @@ def test_serve_with_workers_settles_orders(hsepay_env, broker):
         assert sorted(statuses) == ["failed", "success", "success"]
         balance = client.get(f"http://127.0.0.1:{pay}/accounts/balance", params={"user_id": user}).json()
         assert balance["balance"] == 10
+
+
+def test_serve_with_a_secret_enforces_bearer_tokens(hsepay_env):
+    secret = "e2e-secret-" + "s" * 32
+    env = {**hsepay_env, "HSEPAY_AUTH_SECRET": secret}
+    pay = free_port()
+    with running(["serve", "payments", "--port", str(pay)], env, [f"http://127.0.0.1:{pay}/health/ready"]):
+        url, user = f"http://127.0.0.1:{pay}", str(uuid.uuid4())
+        refused = httpx.post(f"{url}/accounts", json={"user_id": user})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        issued = subprocess.run(
+            [sys.executable, "-m", "hsepay.cli", "token", "issue", user],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        token = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+        assert httpx.post(f"{url}/accounts", json={"user_id": user}, headers=token).status_code == 201
+        assert httpx.get(f"{url}/accounts/balance", params={"user_id": user}, headers=token).json()["balance"] == 0
+        assert httpx.post(f"{url}/accounts/{user}/deposit", json={"amount": 5}, headers=token).status_code == 403

@@ -49,4 +49,6 @@ def test_up_pays_a_funded_order_and_stops_cleanly(hsepay_env, broker):
 
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=30) == 0
-        assert b"stopped" in up.stdout.read()
+        output = up.stdout.read()
+        assert b"stopped" in output
+        assert b"AUTHENTICATION IS OFF" in output  # no HSEPAY_AUTH_SECRET: a loud banner

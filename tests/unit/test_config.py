@@ -17,7 +17,8 @@ def test_defaults_with_empty_environment():
     assert settings.kafka.orders_topic == "orders"
     assert settings.kafka.payment_status_topic == "payment-status"
     assert settings.data_dir == Path(".hsepay")
-    assert settings.auth_secret is None
+    assert settings.security.auth_secrets == ()
+    assert not settings.security.auth_enabled
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,18 @@ def test_integers_are_read():
     assert settings.relay.batch_size == 50
 
 
-@pytest.mark.parametrize("variable", ["HSEPAY_RELAY_POLL", "HSEPAY_OUTBOX_RETENTION", "HSEPAY_REDRIVE_AFTER"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "HSEPAY_RELAY_POLL",
+        "HSEPAY_OUTBOX_RETENTION",
+        "HSEPAY_REDRIVE_AFTER",
+        "HSEPAY_KAFKA_DELIVERY_TIMEOUT",
+        "HSEPAY_IDEMPOTENCY_TTL",
+        "HSEPAY_REQUEST_TIMEOUT",
+        "HSEPAY_DB_POOL_TIMEOUT",
+    ],
+)
 @pytest.mark.parametrize("raw", ["soon", "0", "-1", "nan", "inf", "-inf", "1e309", "NaN"])
 def test_bad_durations_name_the_variable(variable, raw):
     with pytest.raises(ConfigError, match=rf"^{variable}:"):
@@ -119,13 +131,78 @@ def test_bad_boolean_names_the_variable():
         Settings.from_env({"HSEPAY_KAFKA_IDEMPOTENCE": "maybe"})
 
 
+CURRENT, PREVIOUS = "c" * 32, "p" * 40
+
+
 def test_data_dir_and_auth_secret():
-    settings = Settings.from_env({"HSEPAY_DATA_DIR": "/var/lib/hsepay", "HSEPAY_AUTH_SECRET": "s"})
+    settings = Settings.from_env({"HSEPAY_DATA_DIR": "/var/lib/hsepay", "HSEPAY_AUTH_SECRET": CURRENT})
     assert settings.data_dir == Path("/var/lib/hsepay")
-    assert settings.auth_secret == "s"
+    assert settings.security.auth_secrets == (CURRENT,)
+    assert settings.security.auth_enabled
 
 
-@pytest.mark.parametrize("raw", ["postgresql://u:p@host:notaport/db", "postgresql://u:p@host:99999/db"])
+def test_auth_secrets_for_rotation_are_comma_separated_current_first():
+    settings = Settings.from_env({"HSEPAY_AUTH_SECRET": f" {CURRENT} , {PREVIOUS} "})
+    assert settings.security.auth_secrets == (CURRENT, PREVIOUS)
+
+
+@pytest.mark.parametrize("raw", ["short", f"{CURRENT},", f"{CURRENT},,{PREVIOUS}", f"{CURRENT},tiny"])
+def test_weak_or_empty_auth_secret_is_refused_without_echoing_it(raw):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"HSEPAY_AUTH_SECRET": raw})
+    message = str(caught.value)
+    assert message.startswith("HSEPAY_AUTH_SECRET:") and "at least 32" in message
+    assert CURRENT not in message and "tiny" not in message and "short" not in message
+
+
+def test_security_settings_are_read():
+    settings = Settings.from_env(
+        {
+            "HSEPAY_AUTH_SELF_DEPOSIT": "true",
+            "HSEPAY_CORS_ORIGINS": "https://shop.example, http://localhost:3000",
+            "HSEPAY_RATE_LIMIT": "0",
+            "HSEPAY_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1, ::1",
+            "HSEPAY_REQUEST_TIMEOUT": "2.5",
+            "HSEPAY_DB_POOL_TIMEOUT": "1",
+        }
+    ).security
+    assert settings.self_deposit is True
+    assert settings.cors_origins == ("https://shop.example", "http://localhost:3000")
+    assert settings.rate_limit == 0
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert settings.request_timeout == 2.5
+    defaults = Settings.from_env({}).security
+    assert (defaults.rate_limit, defaults.rate_burst, defaults.request_timeout) == (100, None, 10.0)
+
+
+@pytest.mark.parametrize(
+    "variable, raw",
+    [
+        ("HSEPAY_CORS_ORIGINS", "evil.example"),
+        ("HSEPAY_CORS_ORIGINS", "https://shop.example/path"),
+        ("HSEPAY_CORS_ORIGINS", "https://a.example,"),
+        ("HSEPAY_TRUSTED_PROXIES", "10.0.0.300"),
+        ("HSEPAY_TRUSTED_PROXIES", "proxy.local"),
+        ("HSEPAY_RATE_LIMIT", "-1"),
+        ("HSEPAY_RATE_LIMIT", "lots"),
+        ("HSEPAY_RATE_BURST", "0"),
+        ("HSEPAY_AUTH_SELF_DEPOSIT", "sometimes"),
+        ("HSEPAY_REQUEST_TIMEOUT", "nan"),
+        ("HSEPAY_REQUEST_TIMEOUT", "inf"),
+        ("HSEPAY_DB_POOL_TIMEOUT", "-inf"),
+        ("HSEPAY_DB_POOL_TIMEOUT", "0"),
+    ],
+)
+def test_bad_security_settings_are_one_line_naming_the_variable(variable, raw):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: raw})
+    assert str(caught.value).startswith(f"{variable}:")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "raw", ["postgresql://u:p@host:notaport/db", "postgresql://u:p@host:99999/db", "postgresql://u:p@host:0/db"]
+)
 def test_bad_database_port_is_one_line_naming_the_variable(raw):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"HSEPAY_ORDERS_DB": raw})
@@ -163,7 +240,7 @@ def test_sasl_needs_a_user_and_a_password_and_never_shows_the_password():
             "HSEPAY_KAFKA_SASL_MECHANISM": "scram-sha-256",
             "HSEPAY_KAFKA_SASL_USERNAME": "hsepay",
             "HSEPAY_KAFKA_SASL_PASSWORD": "s3cret-value",
-            "HSEPAY_AUTH_SECRET": "jwt-s3cret",
+            "HSEPAY_AUTH_SECRET": "jwt-s3cret-" * 4,
         }
     )
     assert settings.kafka.security_options() == {
