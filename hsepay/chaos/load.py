@@ -88,21 +88,22 @@ async def place_orders(
     count: int,
     rate: float,
     seed: int,
-    headers: dict[str, str] | None = None,
+    headers: dict[uuid.UUID, dict[str, str]] | None = None,
     concurrency: int = 64,
     until: asyncio.Event | None = None,
 ) -> LoadResult:
     """`count` orders at `rate` per second over HTTP, amounts 1..20 from random `users`; more at the
-    same rate until `until` is set, if given (so that the load spans every fault)."""
+    same rate until `until` is set, if given (so that the load spans every fault). `headers` holds
+    each user's own (its bearer token when auth is on)."""
     rng = random.Random(seed)
     result = LoadResult(started=time.time())
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     slots = asyncio.Semaphore(concurrency)
     tasks: list[asyncio.Task] = []
 
-    async def one(index: int, body: dict) -> None:
+    async def one(index: int, user: uuid.UUID, body: dict) -> None:
         async with slots:
-            await _place_one(client, f"chaos-{seed}-{index}", body, headers or {}, result)
+            await _place_one(client, f"chaos-{seed}-{index}", body, (headers or {}).get(user, {}), result)
 
     async with httpx.AsyncClient(base_url=orders_url, limits=limits) as client:
         begin = time.monotonic()
@@ -111,11 +112,12 @@ async def place_orders(
             index += 1
             if index >= count and (until is None or until.is_set()):
                 break
-            body = {"user_id": str(rng.choice(users)), "amount": rng.randint(1, 20), "description": f"chaos {index}"}
+            user = rng.choice(users)
+            body = {"user_id": str(user), "amount": rng.randint(1, 20), "description": f"chaos {index}"}
             pause = begin + index / rate - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
-            tasks.append(asyncio.create_task(one(index, body)))
+            tasks.append(asyncio.create_task(one(index, user, body)))
         result.sent = len(tasks)
         await asyncio.gather(*tasks)
     result.finished = time.time()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import socket
 import time
 import uuid
@@ -22,6 +23,7 @@ from sqlalchemy import func, select
 
 from hsepay import registry
 from hsepay.audit import check_invariants
+from hsepay.auth import TokenIssuer
 from hsepay.bootstrap import Runtime
 from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
 from hsepay.chaos.load import place_orders
@@ -221,6 +223,10 @@ async def run_chaos(
     settle_timeout: float = 30.0,
 ) -> ChaosReport:
     """Run the roles, the load and the faults; always stop every role before returning."""
+    if "HSEPAY_AUTH_SECRET" not in setup.environ:
+        # Run as production does: auth on, each user ordering with its own token; no rate limit,
+        # since the whole load comes from one address.
+        setup.environ = {**setup.environ, "HSEPAY_AUTH_SECRET": secrets.token_urlsafe(48), "HSEPAY_RATE_LIMIT": "0"}
     settings = Settings.from_env(setup.environ)
     rt = Runtime.from_settings(settings)
     ports = {spec.name: _free_port() for spec in registry.with_database()}
@@ -256,8 +262,16 @@ async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_
     topics = {"orders": settings.kafka.orders_topic, "payment-status": settings.kafka.payment_status_topic}
     faults_over = asyncio.Event()
     injecting = asyncio.create_task(_faults(plan, setup, roles, topics, begin, faults_over))
+    issuer = TokenIssuer(settings.security.auth_secrets)
+    headers = {user: {"Authorization": f"Bearer {issuer.issue(user, 'user', ttl=24 * 3600)[0]}"} for user in people}
     load = await place_orders(
-        f"http://127.0.0.1:{ports['orders']}", people, count=orders, rate=rate, seed=seed, until=faults_over
+        f"http://127.0.0.1:{ports['orders']}",
+        people,
+        count=orders,
+        rate=rate,
+        seed=seed,
+        until=faults_over,
+        headers=headers,
     )
     records = await injecting
     for engine in rt.engines.values():
@@ -268,6 +282,8 @@ async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_
     drained_at = time.time()
     stop_sampling.set()
     await sampling
+    if not pending:
+        sampler.samples.append((drained_at, 0))  # every order final: nothing is stuck any more
     for index, record in enumerate(records):
         until = records[index + 1].started if index + 1 < len(records) else drained_at
         recovered = sampler.recovered_at(record.started, until)

@@ -48,7 +48,7 @@ async def test_random_role_kills_a_broker_loss_and_a_postgres_restart(tmp_path, 
     report = await run_chaos(setup, seed=seed, orders=600, rate=50, users=40, plan=plan, settle_timeout=30)
     _record("embedded", report)
     assert report.passed, report.to_json()
-    assert report.final == 600
+    assert report.final == report.intended >= 600
     assert report.double_debits == 0
     assert len(report.faults) == 8
     assert all(code == 0 for code in report.role_exits.values()), report.role_exits
