@@ -9,6 +9,7 @@ Only successful responses are stored; a refused request had no effect, so repeat
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,11 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     select,
+    text,
     tuple_,
     update,
 )
@@ -34,12 +37,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hsepay.errors import Conflict, InvalidRequest
 
 __all__ = [
+    "Claim",
     "IdempotencyKeyReused",
     "StoredResponse",
     "claim",
+    "claim_many",
     "idempotency_table",
     "purge_expired",
     "record",
+    "record_many",
     "request_fingerprint",
 ]
 
@@ -115,6 +121,83 @@ async def claim(
     if row.request_hash != request_hash:
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
     return StoredResponse(status_code=row.status_code, body=row.body, headers=row.headers or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One request's Idempotency-Key, in its scope, with the fingerprint of the request it came with."""
+
+    scope: str
+    key: str
+    request_hash: str
+
+
+async def claim_many(
+    conn: AsyncConnection, table: Table, claims: Sequence[Claim]
+) -> list[StoredResponse | IdempotencyKeyReused | None]:
+    """`claim` for a batch, in two statements whatever its size: per claim None (taken for this
+    transaction), the stored response (a replay), or IdempotencyKeyReused. No two claims of a
+    batch may share a scope and key (the batcher defers the later one to the next batch)."""
+    if not claims:
+        return []
+    taken = {
+        (row.scope, row.key)
+        for row in await conn.execute(
+            text(
+                f"INSERT INTO {table.name} (scope, key, request_hash) "
+                "SELECT * FROM unnest(CAST(:scopes AS text[]), CAST(:keys AS text[]), CAST(:hashes AS text[])) "
+                "ON CONFLICT DO NOTHING RETURNING scope, key"
+            ),
+            {
+                "scopes": [c.scope for c in claims],
+                "keys": [c.key for c in claims],
+                "hashes": [c.request_hash for c in claims],
+            },
+        )
+    }
+    others = [c for c in claims if (c.scope, c.key) not in taken]
+    stored = {}
+    if others:
+        stored = {
+            (row.scope, row.key): row
+            for row in await conn.execute(
+                select(
+                    table.c.scope, table.c.key, table.c.request_hash, table.c.status_code, table.c.body, table.c.headers
+                ).where(tuple_(table.c.scope, table.c.key).in_([(c.scope, c.key) for c in others]))
+            )
+        }
+    results: list[StoredResponse | IdempotencyKeyReused | None] = []
+    for c in claims:
+        if (c.scope, c.key) in taken:
+            results.append(None)
+            continue
+        row = stored[(c.scope, c.key)]
+        if row.request_hash != c.request_hash:
+            results.append(IdempotencyKeyReused("this Idempotency-Key was used with a different request"))
+        else:
+            results.append(StoredResponse(status_code=row.status_code, body=row.body, headers=row.headers or {}))
+    return results
+
+
+async def record_many(conn: AsyncConnection, table: Table, answered: Sequence[tuple[Claim, StoredResponse]]) -> None:
+    """`record` for a batch (one executemany)."""
+    if not answered:
+        return
+    await conn.execute(
+        update(table)
+        .where(table.c.scope == bindparam("b_scope"), table.c.key == bindparam("b_key"))
+        .values(status_code=bindparam("b_status"), body=bindparam("b_body"), headers=bindparam("b_headers")),
+        [
+            {
+                "b_scope": c.scope,
+                "b_key": c.key,
+                "b_status": r.status_code,
+                "b_body": r.body,
+                "b_headers": r.headers,
+            }
+            for c, r in answered
+        ],
+    )
 
 
 async def record(conn: AsyncConnection, table: Table, *, scope: str, key: str, response: StoredResponse) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from hsepay.api.bodies import ClosedStructSchemaPlugin
 from hsepay.api.guard import Guard
 from hsepay.api.health import HealthController
 from hsepay.api.openapi import BEARER, bearer_components, fix_options_allow
-from hsepay.api.orders import OrderController
+from hsepay.api.orders import OrderController, order_accepted
 from hsepay.api.payments import AccountController
 from hsepay.api.problems import (
     database_error_handler,
@@ -30,8 +31,10 @@ from hsepay.api.problems import (
     undecodable_body_handler,
     unexpected_error_handler,
 )
+from hsepay.batching import GroupCommit
 from hsepay.config import ApiSettings, SecuritySettings
 from hsepay.orders import tables as orders_tables
+from hsepay.orders.intake import accept_orders, one_claim_per_key
 from hsepay.payments import tables as payments_tables
 from hsepay.resilience import sleep_or_stop
 
@@ -44,8 +47,9 @@ DEFAULT_API_SETTINGS = ApiSettings()  # frozen, so one shared default is safe
 DEFAULT_SECURITY = SecuritySettings()  # auth off, as with HSEPAY_AUTH_SECRET unset
 
 
-def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings):
-    """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs."""
+def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings, closing: GroupCommit | None = None):
+    """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs; at the
+    end, let the group commit finish the transactions it has in flight."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -68,6 +72,8 @@ def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings):
         finally:
             stop.set()
             await task
+            if closing is not None:
+                await closing.close()
 
     return lifespan
 
@@ -147,6 +153,13 @@ def create_orders_app(
     api: ApiSettings = DEFAULT_API_SETTINGS,
     security: SecuritySettings = DEFAULT_SECURITY,
 ) -> Litestar:
-    lifespan = _expiring_keys(engine, orders_tables.idempotency_keys, api)
-    dependencies = {"engine": engine, "orders_topic": orders_topic}
+    intake = GroupCommit(
+        engine,
+        functools.partial(
+            accept_orders, topic=orders_topic, keys=orders_tables.idempotency_keys, respond=order_accepted
+        ),
+        separate=one_claim_per_key,
+    )
+    lifespan = _expiring_keys(engine, orders_tables.idempotency_keys, api, closing=intake)
+    dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake}
     return _app("hsepay orders", [OrderController], dependencies, lifespan, security)

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hsepay import idempotency
 from hsepay.api.guard import caller_of
 from hsepay.errors import InvalidRequest
-from hsepay.idempotency import StoredResponse
+from hsepay.idempotency import Claim, StoredResponse
 
-__all__ = ["idempotency_key", "run_idempotent"]
+__all__ = ["claim_for", "idempotency_key", "replayed", "run_idempotent"]
 
 Effect = Callable[[AsyncConnection], Awaitable[StoredResponse]]
 
@@ -29,31 +29,42 @@ def idempotency_key(request: Request) -> str | None:
     return idempotency.validate_key(keys[0])
 
 
+def claim_for(request: Request, resource: str, request_body: object) -> Claim | None:
+    """The request's Idempotency-Key in its scope, or None without a key.
+
+    `resource` is the canonical path (`/accounts/{str(uuid)}/deposit`), not the path as the client
+    spelled it: one account written in upper case or without hyphens is still one scope. Keys are
+    the caller's own (as Stripe's are per account): another caller's key of the same spelling is
+    another key, neither a replay nor a 409 that tells it was used.
+    """
+    key = idempotency_key(request)
+    if key is None:
+        return None
+    caller = caller_of(request).subject
+    scope = f"{request.method} {resource}" if caller is None else f"{request.method} {resource} by {caller}"
+    return Claim(scope, key, idempotency.request_fingerprint(scope, msgspec.json.encode(request_body)))
+
+
+def replayed(stored: StoredResponse) -> Response:
+    return Response(
+        stored.body, status_code=stored.status_code, headers={**stored.headers, "Idempotent-Replayed": "true"}
+    )
+
+
 async def run_idempotent(
     request: Request, engine: AsyncEngine, table: Table, resource: str, request_body: object, effect: Effect
 ) -> Response:
-    """Run `effect` once per Idempotency-Key and `resource`.
-
-    `resource` is the canonical path (`/accounts/{str(uuid)}/deposit`), not the path as the client
-    spelled it: one account written in upper case or without hyphens is still one scope.
-    The caller's identity (token subject) is part of the scope when auth is on.
-    """
-    key = idempotency_key(request)
-    caller = caller_of(request).subject
+    """Run `effect` once per Idempotency-Key and `resource` (see `claim_for`), in one transaction
+    with the record of its answer."""
+    claim = claim_for(request, resource, request_body)
     async with engine.begin() as conn:
-        if key is not None:
-            # Keys are the caller's own (as Stripe's are per account): another caller's key of the
-            # same spelling is another key, neither a replay nor a 409 that tells it was used.
-            scope = f"{request.method} {resource}" if caller is None else f"{request.method} {resource} by {caller}"
-            fingerprint = idempotency.request_fingerprint(scope, msgspec.json.encode(request_body))
-            stored = await idempotency.claim(conn, table, scope=scope, key=key, request_hash=fingerprint)
+        if claim is not None:
+            stored = await idempotency.claim(
+                conn, table, scope=claim.scope, key=claim.key, request_hash=claim.request_hash
+            )
             if stored is not None:
-                return Response(
-                    stored.body,
-                    status_code=stored.status_code,
-                    headers={**stored.headers, "Idempotent-Replayed": "true"},
-                )
+                return replayed(stored)
         response = await effect(conn)
-        if key is not None:
-            await idempotency.record(conn, table, scope=scope, key=key, response=response)
+        if claim is not None:
+            await idempotency.record(conn, table, scope=claim.scope, key=claim.key, response=response)
     return Response(response.body, status_code=response.status_code, headers=response.headers)

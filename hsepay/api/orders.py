@@ -15,16 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.api.bodies import json_body
 from hsepay.api.guard import caller_of
-from hsepay.api.idempotent import run_idempotent
+from hsepay.api.idempotent import claim_for, replayed
 from hsepay.api.openapi import problems
+from hsepay.batching import GroupCommit
 from hsepay.errors import Forbidden, InvalidRequest
 from hsepay.idempotency import StoredResponse
 from hsepay.ids import parse_uuid
 from hsepay.money import Amount
 from hsepay.orders import operations
 from hsepay.orders.errors import OrderNotFound
+from hsepay.orders.intake import OrderRequest, Replayed
 from hsepay.orders.model import MAX_DESCRIPTION, Order
-from hsepay.orders.tables import idempotency_keys
+from hsepay.orders.operations import NewOrder
 
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 OrderIdInPath = Annotated[str, Parameter(description="the order's id (a UUID)", schema_extra={"format": "uuid"})]
@@ -45,6 +47,20 @@ class OrderAccepted(msgspec.Struct):
     amount: int
     description: str
     created_at: datetime
+
+
+def order_accepted(order: Order) -> StoredResponse:
+    """What POST /orders answers for a new order (and stores under its Idempotency-Key)."""
+    body = OrderAccepted(
+        message="Order accepted",
+        id=order.id,
+        status=order.status,
+        user_id=order.user_id,
+        amount=order.amount,
+        description=order.description,
+        created_at=order.created_at,
+    )
+    return StoredResponse(202, msgspec.to_builtins(body), {"Location": f"/orders/{order.id}"})
 
 
 def _order_json(order: Order) -> dict:
@@ -71,30 +87,18 @@ class OrderController(Controller):
     async def create_order(
         self,
         request: Request,
-        engine: NamedDependency[AsyncEngine],
-        orders_topic: NamedDependency[str],
+        intake: NamedDependency[GroupCommit],
         data: JSONBody[CreateOrder],
     ) -> Response[OrderAccepted]:
         caller_of(request).require_self(data.user_id, "place orders")
         if "\x00" in data.description:
             raise InvalidRequest("description must not contain NUL characters")
-
-        async def effect(conn) -> StoredResponse:
-            order = await operations.create_order(
-                conn, user_id=data.user_id, amount=data.amount, description=data.description, topic=orders_topic
-            )
-            body = OrderAccepted(
-                message="Order accepted",
-                id=order.id,
-                status=order.status,
-                user_id=order.user_id,
-                amount=order.amount,
-                description=order.description,
-                created_at=order.created_at,
-            )
-            return StoredResponse(202, msgspec.to_builtins(body), {"Location": f"/orders/{order.id}"})
-
-        return await run_idempotent(request, engine, idempotency_keys, "/orders", data, effect)
+        order = NewOrder(user_id=data.user_id, amount=data.amount, description=data.description)
+        # Concurrent requests share one transaction (group commit); each gets its own answer.
+        answer = await intake.submit(OrderRequest(order, claim_for(request, "/orders", data)))
+        if isinstance(answer, Replayed):
+            return replayed(answer.response)
+        return Response(answer.body, status_code=answer.status_code, headers=answer.headers)
 
     @get(["/orders/{order_id:str}", "/order/{order_id:str}"], summary="One order", responses=problems(400, 404))
     async def get_order(self, request: Request, engine: NamedDependency[AsyncEngine], order_id: OrderIdInPath) -> dict:
