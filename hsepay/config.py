@@ -25,7 +25,9 @@ __all__ = [
     "ConfigError",
     "ConsumerSettings",
     "DatabaseSettings",
+    "GatewaySettings",
     "KafkaSettings",
+    "ObservabilitySettings",
     "RelaySettings",
     "SagaSettings",
     "Settings",
@@ -296,6 +298,61 @@ class ApiSettings:
     )
 
 
+def url(raw: str, name: str) -> str:
+    raw = raw.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+$", raw):
+        raise ConfigError(f"{name}: {raw!r} is not an http(s)://host:port URL")
+    return raw
+
+
+def choice(*allowed: str) -> Parser:
+    def parse(raw: str, name: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    payments_url: str = setting(
+        "http://127.0.0.1:8080", "HSEPAY_GATEWAY_PAYMENTS_URL", url, "the payments API the gateway forwards to"
+    )
+    orders_url: str = setting(
+        "http://127.0.0.1:8081", "HSEPAY_GATEWAY_ORDERS_URL", url, "the orders API the gateway forwards to"
+    )
+    timeout: float = setting(
+        5.0, "HSEPAY_GATEWAY_TIMEOUT", seconds(0.05, 300), "seconds the gateway waits for an upstream answer (then 504)"
+    )
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    log_level: str = setting(
+        "info", "HSEPAY_LOG_LEVEL", choice("debug", "info", "warning", "error"), "level of hsepay's own log lines"
+    )
+    log_format: str = setting(
+        "auto",
+        "HSEPAY_LOG_FORMAT",
+        choice("auto", "json", "console"),
+        "json (one object per line), console (Rich), or auto: console on a terminal, json otherwise",
+    )
+    metrics_port: int | None = setting(
+        None,
+        "HSEPAY_METRICS_PORT",
+        integer(1, 65535),
+        "port of /metrics and /health/* of relay and consume processes (--metrics-port); unset: none",
+    )
+    tracing: bool | None = setting(
+        None,
+        "HSEPAY_TRACING",
+        boolean,
+        "OpenTelemetry tracing (pip install hsepay[tracing]); unset: on when OTEL_EXPORTER_OTLP_ENDPOINT is set",
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = setting(lambda: Path(".hsepay"), "HSEPAY_DATA_DIR", path, "files of the embedded engines")
@@ -308,6 +365,8 @@ class Settings:
     consumer: ConsumerSettings = section(ConsumerSettings)
     saga: SagaSettings = section(SagaSettings)
     api: ApiSettings = section(ApiSettings)
+    gateway: GatewaySettings = section(GatewaySettings)
+    observability: ObservabilitySettings = section(ObservabilitySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

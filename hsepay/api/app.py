@@ -6,18 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import __version__, idempotency
-from hsepay.api.health import HealthController
 from hsepay.api.orders import OrderController
 from hsepay.api.payments import AccountController
 from hsepay.api.problems import (
@@ -27,6 +26,9 @@ from hsepay.api.problems import (
     unexpected_error_handler,
 )
 from hsepay.config import ApiSettings
+from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
+from hsepay.observability.sources import watching
+from hsepay.observability.wiring import api_sources
 from hsepay.orders import tables as orders_tables
 from hsepay.payments import tables as payments_tables
 from hsepay.resilience import sleep_or_stop
@@ -39,8 +41,9 @@ log = logging.getLogger(__name__)
 DEFAULT_API_SETTINGS = ApiSettings()  # frozen, so one shared default is safe
 
 
-def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings):
-    """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs."""
+def _lifespan(engine: AsyncEngine, tables: ModuleType, settings: ApiSettings, service: str):
+    """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs, and
+    report the service database to /metrics and /health/ready."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -50,19 +53,22 @@ def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings):
             while not stop.is_set():
                 try:
                     async with engine.begin() as conn:
-                        count = await idempotency.purge_expired(conn, table, older_than=settings.idempotency_ttl)
+                        count = await idempotency.purge_expired(
+                            conn, tables.idempotency_keys, older_than=settings.idempotency_ttl
+                        )
                     if count:
                         log.info("forgot %d idempotency keys older than %gs", count, settings.idempotency_ttl)
                 except Exception as exc:  # a purge that fails now is retried at the next interval
                     log.warning("idempotency key purge failed: %r", exc)
                 await sleep_or_stop(stop, settings.purge_interval)
 
-        task = asyncio.create_task(purge())
-        try:
-            yield
-        finally:
-            stop.set()
-            await task
+        with watching(api_sources(service, engine, tables.outbox, tables.inbox)):
+            task = asyncio.create_task(purge())
+            try:
+                yield
+            finally:
+                stop.set()
+                await task
 
     return lifespan
 
@@ -72,10 +78,12 @@ def _app(
     controllers: Sequence[type],
     dependencies: dict[str, Any],
     lifespan: Callable[[Litestar], Any],
+    service: str,
 ) -> Litestar:
     return Litestar(
         lifespan=[lifespan],
-        route_handlers=[*controllers, HealthController],
+        route_handlers=[*controllers, HealthController, MetricsController],
+        middleware=[http_observer(service)],
         dependencies={
             name: Provide(_constant(value), use_cache=True, sync_to_thread=False)
             for name, value in dependencies.items()
@@ -102,8 +110,8 @@ def _constant(value: Any) -> Callable[[], Any]:
 
 
 def create_payments_app(engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS) -> Litestar:
-    lifespan = _expiring_keys(engine, payments_tables.idempotency_keys, api)
-    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan)
+    lifespan = _lifespan(engine, payments_tables, api, "payments")
+    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, "payments")
 
 
 def create_orders_app(
@@ -112,6 +120,6 @@ def create_orders_app(
     orders_topic: str = "orders",
     api: ApiSettings = DEFAULT_API_SETTINGS,
 ) -> Litestar:
-    lifespan = _expiring_keys(engine, orders_tables.idempotency_keys, api)
+    lifespan = _lifespan(engine, orders_tables, api, "orders")
     dependencies = {"engine": engine, "orders_topic": orders_topic}
-    return _app("hsepay orders", [OrderController], dependencies, lifespan)
+    return _app("hsepay orders", [OrderController], dependencies, lifespan, "orders")
