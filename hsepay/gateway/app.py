@@ -23,7 +23,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import msgspec
@@ -31,7 +31,7 @@ from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 
 from hsepay import __version__
 from hsepay.api.problems import problem_details_plugin, unexpected_error_handler
@@ -88,7 +88,7 @@ class GatewayController(Controller):
         summary="Deposit (payments POST /accounts/{id}/deposit)",
         responses=_FAILURES,
     )
-    async def deposit(self, request: Request, user_id: str) -> Response:
+    async def deposit(self, request: Request, user_id: FromPath[str]) -> Response:
         return await forward(request, _upstreams(request)["payments"], f"/accounts/{_segment(user_id)}/deposit")
 
     @get("/accounts/balance", summary="Balance (payments GET /accounts/balance?user_id=)", responses=_FAILURES)
@@ -104,7 +104,7 @@ class GatewayController(Controller):
         return await forward(request, _upstreams(request)["orders"], "/orders")
 
     @get(["/order/{order_id:str}", "/orders/{order_id:str}"], summary="One order (orders GET /order/{id})")
-    async def get_order(self, request: Request, order_id: str) -> Response:
+    async def get_order(self, request: Request, order_id: FromPath[str]) -> Response:
         return await forward(request, _upstreams(request)["orders"], f"/order/{_segment(order_id)}")
 
     @get(
@@ -119,17 +119,21 @@ class GatewayController(Controller):
     async def summary(
         self,
         request: Request,
-        user_id: Annotated[str | None, Parameter(query="user_id", description="the user (UUID)")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=500, description="orders to include")] = SUMMARY_ORDERS,
+        user_id: Annotated[str | None, QueryParameter(description="the user (UUID)")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="orders to include")] = SUMMARY_ORDERS,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=200, description="from `next`: the following page")
+        ] = None,
     ) -> Response[Summary]:
         user = parse_uuid(user_id or "")
         if user is None:
             return problem(400, "Invalid request", "user_id is required and must be a UUID")
         upstreams, headers = _upstreams(request), outgoing_headers(request)
+        page = urlencode({"user_id": str(user), "limit": limit, **({"cursor": cursor} if cursor else {})})
         try:
             balance, orders = await asyncio.gather(
                 upstreams["payments"].call("GET", f"/accounts/balance?user_id={user}", headers),
-                upstreams["orders"].call("GET", f"/orders?user_id={user}&limit={limit}", headers),
+                upstreams["orders"].call("GET", f"/orders?{page}", headers),
             )
         except UpstreamFailed as failed:
             return failed.response()

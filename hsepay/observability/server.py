@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
+
+from hsepay.config import ConfigError
 
 __all__ = ["serving_metrics"]
 
@@ -21,19 +24,23 @@ async def serving_metrics(host: str, port: int | None) -> AsyncIterator[None]:
     from hsepay.observability.endpoints import metrics_app
     from hsepay.roles import quiet_server
 
+    _check_free(host, port)  # uvicorn would sys.exit() from inside the event loop instead
     server = quiet_server(metrics_app(), host, port)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.01)
-    if task.done():  # uvicorn could not bind (it exits): stop here rather than run unobserved
-        with contextlib.suppress(SystemExit, Exception):
-            await task
-        from hsepay.config import ConfigError
-
-        raise ConfigError(f"--metrics-port: cannot listen on {host}:{port} (in use?)")
     log.info("metrics and health on http://%s:%d/metrics", host, port)
     try:
         yield
     finally:
         server.should_exit = True
         await task
+
+
+def _check_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"--metrics-port: {host}:{port} is not available ({exc.strerror})") from None
