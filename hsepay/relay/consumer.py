@@ -213,11 +213,13 @@ class InboxConsumer:
         with hooks.around_batch(self.name, items):
             async with self.engine.begin() as conn:
                 applied = await inbox.apply_in(conn, self.inbox, self.name, items, attempts=attempts)
-        if log.isEnabledFor(logging.DEBUG):
-            for item in items:
-                log.debug(
-                    "%s consumer: applied %s", self.name, item.event_type, extra=saga_fields(item.message.headers)
-                )
+        for item in items:
+            if isinstance(item, Poison):
+                fields = saga_fields(item.message.headers)
+                log.warning("%s consumer: quarantined %s: %s", self.name, item.event_type, item.error, extra=fields)
+            elif log.isEnabledFor(logging.DEBUG):
+                fields = saga_fields(item.message.headers)
+                log.debug("%s consumer: applied %s", self.name, item.event_type, extra=fields)
         self.stats.batches += 1
         self.stats.processed += applied.processed
         self.stats.duplicates += applied.duplicates
