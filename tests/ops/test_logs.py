@@ -84,7 +84,10 @@ def test_format_follows_the_terminal_and_log_level_is_an_option():
         [sys.executable, "-c", script, "--log-level", "loud", "stop"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "--log-level" in result.stderr
-    probe = "from hsepay.observability import logs; import logging; logs.configure('info', 'auto'); logging.getLogger('hsepay.t').info('x')"
+    probe = (
+        "from hsepay.observability import logs; import logging; "
+        "logs.configure('info', 'auto'); logging.getLogger('hsepay.t').info('x')"
+    )
     piped = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert json.loads(piped.stderr.splitlines()[-1])["message"] == "x"  # stderr is a pipe here: JSON
 
