@@ -33,6 +33,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
 _AUTHORIZATION = re.compile(r"""(authorization['"]?\s*[:=]\s*['"]?)[^'"\n,}]+""", re.IGNORECASE)
 _BEARER = re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"""(\bpassword\s*[=:]\s*['"]?)[^\s'",}]+""", re.IGNORECASE)  # libpq conninfo
 
 _secrets: tuple[str, ...] = ()
 trace_fields: Callable[[], Mapping[str, str]] | None = None
@@ -44,6 +45,7 @@ def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(r"\1***@", text)
     text = _AUTHORIZATION.sub(r"\1***", text)
     text = _BEARER.sub(r"\1 ***", text)
+    text = _KEYWORD_PASSWORD.sub(r"\1***", text)
     for secret in _secrets:
         text = text.replace(secret, "***")
     return text

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -59,3 +62,20 @@ def test_status_reports_each_service_and_each_process(cli_env, payments_engine, 
 
 def test_status_refuses_an_unknown_service(cli_env):
     assert invoke("status", "nope").exit_code == 2
+
+
+def test_status_watch_streams_json_until_interrupted(cli_env):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hsepay.cli", "status", "orders", "--watch", "--json", "--interval", "0.2"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [json.loads(proc.stdout.readline()) for _ in range(3)]
+        assert all("orders" in line["services"] for line in lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()
