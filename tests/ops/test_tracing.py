@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 import uuid
 
 import pytest
@@ -91,3 +93,42 @@ def test_tracing_is_off_by_default_and_imports_nothing_when_off():
     # Litestar itself imports a few OpenTelemetry constants (semconv) when the package is installed;
     # the tracing API and SDK, which cost per span, stay out.
     assert result.stdout.strip() == "[]"
+
+
+def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(tmp_path):
+    """`main`'s path: OTEL_EXPORTER_OTLP_ENDPOINT alone turns tracing on; spans reach the collector
+    (here a stand-in that records what is POSTed to /v1/traces)."""
+    pytest.importorskip(
+        "opentelemetry.exporter.otlp.proto.http", reason="the tracing extra: pip install hsepay[tracing]"
+    )
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    probe = (
+        "from hsepay.observability import logs, tracing\n"
+        "settings = logs.settings_or_defaults()\n"
+        "assert tracing.enable_from(settings)\n"
+        "from hsepay.relay.envelope import new_message\n"
+        "message = new_message(topic='orders', key='k', event_type='order.created', data={}, correlation_id='c')\n"
+        "print(message.headers['traceparent'])\n"
+        "tracing.disable()\n"  # flushes the batch processor
+    )
+    env = {"PATH": "/usr/bin:/bin", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+    try:
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    trace_id = result.stdout.strip().split("-")[1]
+    assert [path for path, _ in received] == ["/v1/traces"]
+    assert bytes.fromhex(trace_id) in received[0][1]  # the protobuf carries the span's trace id
