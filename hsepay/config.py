@@ -26,7 +26,9 @@ __all__ = [
     "ConfigError",
     "ConsumerSettings",
     "DatabaseSettings",
+    "GatewaySettings",
     "KafkaSettings",
+    "ObservabilitySettings",
     "RelaySettings",
     "SagaSettings",
     "SecuritySettings",
@@ -64,11 +66,14 @@ def setting(default: Any, env: str | None, parse: Parser | None, doc: str, *, se
     return field(metadata={"setting": Setting(env, parse, doc)}, repr=not secret, **kwargs)
 
 
-def one_of(*choices: str) -> Parser:
+def choice(*allowed: str) -> Parser:
+    """One of `allowed`, in any case; returned as `allowed` spells it."""
+    spelled = {value.lower(): value for value in allowed}
+
     def parse(raw: str, name: str) -> str:
-        value = raw.strip().upper()
-        if value not in choices:
-            raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+        value = spelled.get(raw.strip().lower())
+        if value is None:
+            raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
         return value
 
     return parse
@@ -293,13 +298,13 @@ class KafkaSettings:
     security_protocol: str = setting(
         "PLAINTEXT",
         "HSEPAY_KAFKA_SECURITY_PROTOCOL",
-        one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
         "how clients reach the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
     )
     sasl_mechanism: str = setting(
         "SCRAM-SHA-512",
         "HSEPAY_KAFKA_SASL_MECHANISM",
-        one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
         "SASL mechanism for the SASL_* protocols",
     )
     sasl_username: str | None = setting(None, "HSEPAY_KAFKA_SASL_USERNAME", text, "SASL user name")
@@ -413,6 +418,51 @@ class ApiSettings:
     )
 
 
+def url(raw: str, name: str) -> str:
+    raw = raw.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+$", raw):
+        raise ConfigError(f"{name}: {raw!r} is not an http(s)://host:port URL")
+    return raw
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    payments_url: str = setting(
+        "http://127.0.0.1:8080", "HSEPAY_GATEWAY_PAYMENTS_URL", url, "the payments API the gateway forwards to"
+    )
+    orders_url: str = setting(
+        "http://127.0.0.1:8081", "HSEPAY_GATEWAY_ORDERS_URL", url, "the orders API the gateway forwards to"
+    )
+    timeout: float = setting(
+        5.0, "HSEPAY_GATEWAY_TIMEOUT", seconds(0.05, 300), "seconds the gateway waits for an upstream answer (then 504)"
+    )
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    log_level: str = setting(
+        "info", "HSEPAY_LOG_LEVEL", choice("debug", "info", "warning", "error"), "level of hsepay's own log lines"
+    )
+    log_format: str = setting(
+        "auto",
+        "HSEPAY_LOG_FORMAT",
+        choice("auto", "json", "console"),
+        "json (one object per line), console (Rich), or auto: console on a terminal, json otherwise",
+    )
+    metrics_port: int | None = setting(
+        None,
+        "HSEPAY_METRICS_PORT",
+        integer(1, 65535),
+        "port of /metrics and /health/* of relay and consume processes (--metrics-port); unset: none",
+    )
+    tracing: bool | None = setting(
+        None,
+        "HSEPAY_TRACING",
+        boolean,
+        "OpenTelemetry tracing (pip install hsepay[tracing]); unset: on when OTEL_EXPORTER_OTLP_ENDPOINT is set",
+    )
+
+
 @dataclass(frozen=True)
 class SecuritySettings:
     """Who may call the APIs and how much (docs/SECURITY.md)."""
@@ -468,6 +518,8 @@ class Settings:
     saga: SagaSettings = section(SagaSettings)
     api: ApiSettings = section(ApiSettings)
     security: SecuritySettings = section(SecuritySettings)
+    gateway: GatewaySettings = section(GatewaySettings)
+    observability: ObservabilitySettings = section(ObservabilitySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

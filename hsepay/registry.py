@@ -57,6 +57,8 @@ class Periodic:
     step: Callable[[AsyncConnection, Settings], Awaitable[int]]
     report: str
     """Logged (with the step's count) when the step did something."""
+    counter: str | None = None
+    """The Prometheus counter (in hsepay.observability.catalog) that adds up the step's counts."""
 
 
 @dataclass(frozen=True)
@@ -106,15 +108,25 @@ def _orders_app(rt: Runtime) -> Litestar:
 
 
 def _orders_handlers(settings: Settings) -> HandlerMap:
+    from hsepay.observability.saga import observe_settled_after_commit
     from hsepay.orders.reactions import make_handlers
 
-    return make_handlers()
+    return make_handlers(on_settled=observe_settled_after_commit)
 
 
 async def _redrive(conn: AsyncConnection, settings: Settings) -> int:
     from hsepay.orders.operations import redrive_stale_orders
 
     return await redrive_stale_orders(conn, older_than=settings.saga.redrive_after, topic=settings.kafka.orders_topic)
+
+
+# --- gateway -------------------------------------------------------------------------------------
+
+
+def _gateway_app(rt: Runtime) -> Litestar:
+    from hsepay.gateway import create_gateway_app
+
+    return create_gateway_app(rt.settings.gateway)
 
 
 SERVICES: dict[str, ServiceSpec] = {
@@ -145,8 +157,15 @@ SERVICES: dict[str, ServiceSpec] = {
                     interval=lambda settings: settings.saga.redrive_interval,
                     step=_redrive,
                     report="re-sent the payment request of %d order(s) still created",
+                    counter="hsepay_redrives_total",
                 ),
             ),
+        ),
+        ServiceSpec(
+            name="gateway",
+            title="Gateway: the original system's /api paths and /api/summary, in front of both APIs",
+            default_port=3000,
+            create_app=_gateway_app,
         ),
     )
 }

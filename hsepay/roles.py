@@ -39,6 +39,8 @@ class Workers:
     consumers: dict[str, InboxConsumer] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(counter name, service) -> total of a background step's counts, for /metrics."""
 
     async def close(self) -> None:
         self.stop.set()
@@ -46,10 +48,16 @@ class Workers:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def _periodic(rt: Runtime, spec: ServiceSpec, periodic: Periodic, stop: asyncio.Event):
+def _periodic(rt: Runtime, spec: ServiceSpec, periodic: Periodic, workers: Workers):
+    stop = workers.stop
+    if periodic.counter:
+        workers.counts[(periodic.counter, spec.name)] = 0
+
     async def step() -> None:
         async with rt.engine(spec.name).begin() as conn:
             count = await periodic.step(conn, rt.settings)
+        if count and periodic.counter:
+            workers.counts[(periodic.counter, spec.name)] += count
         if count:
             log.warning("%s %s: " + periodic.report, spec.name, periodic.name, count)
 
@@ -81,9 +89,13 @@ async def start_workers(
             workers.consumers[spec.name] = rt.build_consumer(spec)
             workers.tasks.append(asyncio.create_task(workers.consumers[spec.name].consume_forever(workers.stop)))
             for periodic in spec.background:
-                workers.tasks.append(asyncio.create_task(_periodic(rt, spec, periodic, workers.stop)))
+                workers.tasks.append(asyncio.create_task(_periodic(rt, spec, periodic, workers)))
+    from hsepay.observability.sources import watching
+    from hsepay.observability.wiring import worker_sources
+
     try:
-        yield workers
+        with watching(worker_sources(rt, workers)):
+            yield workers
     finally:
         await workers.close()
 
@@ -100,8 +112,13 @@ async def wait_for_signal(stop: asyncio.Event) -> None:
             loop.remove_signal_handler(sig)
 
 
+def quiet_server(app, host: str, port: int) -> _Server:
+    # log_config=None: uvicorn's lines go through hsepay's handlers (JSON off a terminal), not its own.
+    return _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, log_config=None))
+
+
 def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> _Server:
-    return _Server(uvicorn.Config(spec.create_app(rt), host=host, port=port, log_level="warning", access_log=False))
+    return quiet_server(spec.create_app(rt), host, port)
 
 
 async def serve_api(rt: Runtime, spec: ServiceSpec, *, host: str, port: int, with_workers: bool = False) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from litestar import Litestar, Router
@@ -14,14 +15,12 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import __version__, idempotency
 from hsepay.api.bodies import ClosedStructSchemaPlugin
 from hsepay.api.guard import Guard
-from hsepay.api.health import HealthController
 from hsepay.api.openapi import BEARER, bearer_components, fix_options_allow
 from hsepay.api.orders import OrderController, order_accepted
 from hsepay.api.payments import AccountController
@@ -33,6 +32,9 @@ from hsepay.api.problems import (
 )
 from hsepay.batching import GroupCommit
 from hsepay.config import ApiSettings, SecuritySettings
+from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
+from hsepay.observability.sources import watching
+from hsepay.observability.wiring import api_sources
 from hsepay.orders import tables as orders_tables
 from hsepay.orders.intake import accept_orders, one_claim_per_key
 from hsepay.payments import tables as payments_tables
@@ -47,9 +49,12 @@ DEFAULT_API_SETTINGS = ApiSettings()  # frozen, so one shared default is safe
 DEFAULT_SECURITY = SecuritySettings()  # auth off, as with HSEPAY_AUTH_SECRET unset
 
 
-def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings, closing: GroupCommit | None = None):
-    """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs; at the
-    end, let the group commit finish the transactions it has in flight."""
+def _lifespan(
+    engine: AsyncEngine, tables: ModuleType, settings: ApiSettings, service: str, closing: GroupCommit | None = None
+):
+    """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs, report the
+    service database to /metrics and /health/ready, and at the end let the group commit finish the
+    transactions it has in flight."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -59,21 +64,24 @@ def _expiring_keys(engine: AsyncEngine, table: Table, settings: ApiSettings, clo
             while not stop.is_set():
                 try:
                     async with engine.begin() as conn:
-                        count = await idempotency.purge_expired(conn, table, older_than=settings.idempotency_ttl)
+                        count = await idempotency.purge_expired(
+                            conn, tables.idempotency_keys, older_than=settings.idempotency_ttl
+                        )
                     if count:
                         log.info("forgot %d idempotency keys older than %gs", count, settings.idempotency_ttl)
                 except Exception as exc:  # a purge that fails now is retried at the next interval
                     log.warning("idempotency key purge failed: %r", exc)
                 await sleep_or_stop(stop, settings.purge_interval)
 
-        task = asyncio.create_task(purge())
-        try:
-            yield
-        finally:
-            stop.set()
-            await task
-            if closing is not None:
-                await closing.close()
+        with watching(api_sources(service, engine, tables.outbox, tables.inbox)):
+            task = asyncio.create_task(purge())
+            try:
+                yield
+            finally:
+                stop.set()
+                await task
+                if closing is not None:
+                    await closing.close()
 
     return lifespan
 
@@ -84,6 +92,7 @@ def _app(
     dependencies: dict[str, Any],
     lifespan: Callable[[Litestar], Any],
     security: SecuritySettings,
+    service: str,
 ) -> Litestar:
     if not security.auth_enabled:
         log.warning(
@@ -97,7 +106,8 @@ def _app(
     )
     app = Litestar(
         lifespan=[lifespan],
-        route_handlers=[guarded, HealthController],
+        route_handlers=[guarded, HealthController, MetricsController],
+        middleware=[http_observer(service)],
         dependencies={
             name: Provide(_constant(value), use_cache=True, sync_to_thread=False)
             for name, value in {**dependencies, "self_deposit": security.self_deposit}.items()
@@ -142,8 +152,8 @@ def _constant(value: Any) -> Callable[[], Any]:
 def create_payments_app(
     engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS, security: SecuritySettings = DEFAULT_SECURITY
 ) -> Litestar:
-    lifespan = _expiring_keys(engine, payments_tables.idempotency_keys, api)
-    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, security)
+    lifespan = _lifespan(engine, payments_tables, api, "payments")
+    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, security, "payments")
 
 
 def create_orders_app(
@@ -160,6 +170,6 @@ def create_orders_app(
         ),
         separate=one_claim_per_key,
     )
-    lifespan = _expiring_keys(engine, orders_tables.idempotency_keys, api, closing=intake)
+    lifespan = _lifespan(engine, orders_tables, api, "orders", closing=intake)
     dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake}
-    return _app("hsepay orders", [OrderController], dependencies, lifespan, security)
+    return _app("hsepay orders", [OrderController], dependencies, lifespan, security, "orders")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 from typing import Annotated
@@ -31,6 +32,11 @@ def _check_port(host: str, port: int, option: str) -> None:
             raise fail(
                 f"{host}:{port} is not available ({exc.strerror}); choose another with {option}", EXIT_USAGE
             ) from None
+
+
+def _connectable(host: str) -> str:
+    """An address to reach a server bound to `host` (a wildcard bind is reached on loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
 
 
 async def _pending(rt: Runtime, spec: registry.ServiceSpec) -> int | None:
@@ -67,20 +73,40 @@ def up(
     host: Annotated[str, typer.Option(help="Interface the APIs bind to.")] = "127.0.0.1",
     payments_port: Annotated[int, typer.Option(min=1, max=65535, help="Payments API port.")] = 8080,
     orders_port: Annotated[int, typer.Option(min=1, max=65535, help="Orders API port.")] = 8081,
+    gateway_port: Annotated[int, typer.Option(min=1, max=65535, help="Gateway port (/api/...).")] = 3000,
+    gateway: Annotated[bool, typer.Option(help="Run the gateway (--no-gateway leaves its port free).")] = True,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Also serve /metrics and /health/* on this port (every API has them)."),
+    ] = None,
     status: Annotated[bool, typer.Option(help="Show a live status panel (on a terminal).")] = True,
 ) -> None:
-    """Run everything: embedded engines (unless URLs are set), migrations, the APIs, relays and consumers.
+    """Run everything: embedded engines (unless URLs are set), migrations, the APIs, the gateway, relays
+    and consumers.
 
-    Example: hsepay up   # then: curl -X POST localhost:8080/accounts -d '{"user_id": "..."}'
+    Example: hsepay up   # then: curl -X POST localhost:3000/api/accounts -d '{"user_id": "..."}'
     """
+    from hsepay.observability.server import serving_metrics
     from hsepay.roles import api_server, start_workers, wait_for_signal
 
     ports = {"payments": (payments_port, "--payments-port"), "orders": (orders_port, "--orders-port")}
+    if gateway:
+        ports["gateway"] = (gateway_port, "--gateway-port")
     apis = [spec for spec in registry.SERVICES.values() if spec.name in ports]
     for spec in apis:
         _check_port(host, *ports[spec.name])
+    if metrics_port is not None:
+        _check_port(host, metrics_port, "--metrics-port")
     rt = runtime()
     announce_auth(console, rt.settings.security.auth_secrets)
+    # The gateway forwards to the APIs this command starts, wherever HSEPAY_GATEWAY_*_URL point.
+    rt.settings = rt.settings.with_overrides(
+        gateway=dataclasses.replace(
+            rt.settings.gateway,
+            payments_url=f"http://{_connectable(host)}:{payments_port}",
+            orders_url=f"http://{_connectable(host)}:{orders_port}",
+        )
+    )
 
     async def body() -> None:
         try:
@@ -92,7 +118,10 @@ def up(
             broker = (await rt.connect_broker()).bootstrap_servers
             urls = {spec.name: f"http://{host}:{ports[spec.name][0]}" for spec in apis}
             servers = [api_server(rt, spec, host, ports[spec.name][0]) for spec in apis]
-            async with start_workers(rt, registry.with_database()) as workers:
+            async with (
+                serving_metrics(host, metrics_port),
+                start_workers(rt, registry.with_database()) as workers,
+            ):
                 serving = [asyncio.create_task(server.serve()) for server in servers]
                 for name, url in urls.items():
                     console.print(f"{name} API: {url}  (docs {url}/schema/swagger)")

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
+
+import typer
 
 from hsepay.commands.common import ServiceArg, execute, open_runtime, services
 
 log = logging.getLogger("hsepay")
 
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve /metrics, /health/live and /health/ready on this port (default: HSEPAY_METRICS_PORT; none).",
+        show_default=False,
+    ),
+]
+MetricsHostOption = Annotated[str, typer.Option("--metrics-host", help="Interface of --metrics-port.")]
 
-def _run_workers(choice: str, *, relay: bool, consume: bool) -> None:
+
+def _run_workers(choice: str, *, relay: bool, consume: bool, metrics_host: str, metrics_port: int | None) -> None:
+    from hsepay.observability.server import serving_metrics
     from hsepay.roles import start_workers, wait_for_signal
 
     specs = services(choice)
 
     async def body() -> None:
         async with open_runtime(specs) as rt:
+            port = metrics_port or rt.settings.observability.metrics_port
             for spec in specs:
                 await rt.wait_ready_engine(spec.name)
             await rt.check_distinct_databases()
-            async with start_workers(rt, specs, relay=relay, consume=consume) as workers:
+            # Metrics first: /health/live answers while the workers wait for the broker, /health/ready not yet.
+            async with (
+                serving_metrics(metrics_host, port),
+                start_workers(rt, specs, relay=relay, consume=consume) as workers,
+            ):
                 log.info(
                     "running %s for %s; Ctrl-C stops",
                     "relay" if relay else "consumer",
@@ -30,17 +51,21 @@ def _run_workers(choice: str, *, relay: bool, consume: bool) -> None:
     execute(body)
 
 
-def relay(service: ServiceArg = "all") -> None:
+def relay(
+    service: ServiceArg = "all", metrics_port: MetricsPortOption = None, metrics_host: MetricsHostOption = "127.0.0.1"
+) -> None:
     """Relay outbox rows to Kafka. Several may run per service: one is active, the others stand by.
 
-    Example: hsepay relay orders
+    Example: hsepay relay orders --metrics-port 9101
     """
-    _run_workers(service, relay=True, consume=False)
+    _run_workers(service, relay=True, consume=False, metrics_host=metrics_host, metrics_port=metrics_port)
 
 
-def consume(service: ServiceArg = "all") -> None:
+def consume(
+    service: ServiceArg = "all", metrics_port: MetricsPortOption = None, metrics_host: MetricsHostOption = "127.0.0.1"
+) -> None:
     """Consume a service's topics through its inbox (the orders consumer also re-drives stuck orders).
 
-    Example: hsepay consume payments
+    Example: hsepay consume payments --metrics-port 9102
     """
-    _run_workers(service, relay=False, consume=True)
+    _run_workers(service, relay=False, consume=True, metrics_host=metrics_host, metrics_port=metrics_port)

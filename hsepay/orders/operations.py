@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ from hsepay.orders.model import CREATED, FAILED, SUCCESS, Order, PaymentResult
 from hsepay.orders.tables import orders, outbox
 from hsepay.relay.store import enqueue
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "NewOrder",
+    "Settled",
     "apply_payment_results",
     "create_order",
     "create_orders",
@@ -137,19 +141,34 @@ _SETTLE = text(
     "UPDATE orders AS o SET status = r.status, reason = r.reason, updated_at = now() "
     "FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[])) "
     "AS r(id, status, reason) "
-    "WHERE o.id = r.id AND o.status = 'created'"
+    "WHERE o.id = r.id AND o.status = 'created' "
+    "RETURNING o.id, o.status, o.created_at, o.updated_at"
 )
 
 
-async def apply_payment_results(conn: AsyncConnection, results: Sequence[tuple[bool, PaymentResult]]) -> int:
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """An order that just reached its final status; both times are the database's clock."""
+
+    order_id: uuid.UUID
+    status: str
+    created_at: datetime
+    settled_at: datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.settled_at - self.created_at).total_seconds()
+
+
+async def apply_payment_results(conn: AsyncConnection, results: Sequence[tuple[bool, PaymentResult]]) -> list[Settled]:
     """Settle orders from payment results (succeeded?, result). Only `created` orders change,
-    so a late or duplicate result is a no-op; returns how many orders were settled."""
+    so a late or duplicate result is a no-op; returns the orders that were settled."""
     settled: dict[uuid.UUID, tuple[str, str | None]] = {}
     for succeeded, result in results:
         if result.order_id not in settled:  # first answer wins; payments never answers two ways
             settled[result.order_id] = (SUCCESS, None) if succeeded else (FAILED, result.reason or "payment_failed")
     if not settled:
-        return 0
+        return []
     outcome = await conn.execute(
         _SETTLE.bindparams(bindparam("ids"), bindparam("statuses"), bindparam("reasons")),
         {
@@ -158,7 +177,7 @@ async def apply_payment_results(conn: AsyncConnection, results: Sequence[tuple[b
             "reasons": [reason for _, reason in settled.values()],
         },
     )
-    return outcome.rowcount
+    return [Settled(row.id, row.status, row.created_at, row.updated_at) for row in outcome]
 
 
 async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topic: str, limit: int = 1000) -> int:
@@ -186,9 +205,12 @@ async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topi
         .where(orders.c.id.in_([row.id for row in stale]))
         .values(payment_requested_at=func.now(), payment_requests=orders.c.payment_requests + 1)
     )
-    await enqueue(
-        conn,
-        outbox,
-        [payment_requested(order_id=row.id, user_id=row.user_id, amount=row.amount, topic=topic) for row in stale],
-    )
+    messages = [
+        payment_requested(order_id=row.id, user_id=row.user_id, amount=row.amount, topic=topic) for row in stale
+    ]
+    await enqueue(conn, outbox, messages)
+    for message in messages:
+        order_id = message.headers["correlation_id"]
+        extra = {"order_id": order_id, "correlation_id": order_id, "event_id": str(message.event_id)}
+        log.info("re-sending the payment request of order %s", order_id, extra=extra)
     return len(stale)

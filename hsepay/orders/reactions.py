@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsepay.orders import operations
 from hsepay.orders.events import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from hsepay.orders.model import PaymentResult
+from hsepay.orders.operations import Settled
 from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap
 
+log = logging.getLogger(__name__)
 
-async def _settle(conn: AsyncConnection, events: Sequence[Consumed[PaymentResult]]) -> None:
-    await operations.apply_payment_results(conn, [(e.event_type == PAYMENT_SUCCEEDED, e.data) for e in events])
+SettledObserver = Callable[[AsyncConnection, Sequence[Settled]], None]
+"""Told, inside the transaction, which orders it settles (the composition root wires metrics here)."""
 
 
-def make_handlers() -> HandlerMap:
-    handler = EventHandler(schema=PaymentResult, apply=_settle)
+def make_handlers(on_settled: SettledObserver | None = None) -> HandlerMap:
+    async def settle(conn: AsyncConnection, events: Sequence[Consumed[PaymentResult]]) -> None:
+        settled = await operations.apply_payment_results(
+            conn, [(e.event_type == PAYMENT_SUCCEEDED, e.data) for e in events]
+        )
+        if on_settled is not None and settled:
+            on_settled(conn, settled)
+        if log.isEnabledFor(logging.DEBUG):
+            causes = {e.data.order_id: e for e in events}
+            for order in settled:
+                event = causes[order.order_id]
+                extra = {"order_id": str(order.order_id), "event_id": str(event.event_id)}
+                extra["correlation_id"] = event.headers.get("correlation_id", extra["order_id"])
+                log.debug("order %s settled: %s after %.3fs", order.order_id, order.status, order.seconds, extra=extra)
+
+    handler = EventHandler(schema=PaymentResult, apply=settle)
     return {PAYMENT_SUCCEEDED: handler, PAYMENT_FAILED: handler}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,6 +13,8 @@ from hsepay.payments.model import PaymentRequest
 from hsepay.payments.tables import outbox
 from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap
 from hsepay.relay.store import enqueue
+
+log = logging.getLogger(__name__)
 
 
 def make_handlers(*, payment_status_topic: str) -> HandlerMap:
@@ -25,5 +28,13 @@ def make_handlers(*, payment_status_topic: str) -> HandlerMap:
                 for event, decision in zip(events, decisions, strict=True)
             ],
         )
+        if log.isEnabledFor(logging.DEBUG):
+            for event, decision in zip(events, decisions, strict=True):
+                order_id = str(decision.order_id)
+                extra = {"order_id": order_id, "event_id": str(event.event_id)}
+                extra["correlation_id"] = event.headers.get("correlation_id", order_id)
+                log.debug(
+                    "payment for order %s %s (%s)", order_id, decision.status, decision.reason or "-", extra=extra
+                )
 
     return {ORDER_CREATED: EventHandler(schema=PaymentRequest, apply=on_order_created)}

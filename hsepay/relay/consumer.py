@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -15,7 +15,8 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.config import ConsumerSettings
-from hsepay.relay import inbox
+from hsepay.observability.context import bound, saga_fields
+from hsepay.relay import hooks, inbox
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer
 from hsepay.relay.inbound import HandlerMap, Message, Poison, Ready, decode, first_of_each_event, message_from_record
 from hsepay.resilience import Backoff, describe, is_unavailable, supervise
@@ -28,6 +29,7 @@ COMMIT_TIMEOUT = 10.0
 COMMIT_GIVE_UP = 30.0
 PURGE_BATCH = 10_000
 FETCH_TIMEOUT_MS = 200
+LAG_INTERVAL = 0.25
 
 
 @dataclass
@@ -41,6 +43,8 @@ class ConsumerStats:
     joined: bool = False
     """The consumer is in its group and holds its (possibly empty) share of partitions."""
     partitions: int = 0
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(topic, partition) -> messages of an assigned partition not consumed yet (high watermark - position)."""
 
 
 class _Membership(ConsumerRebalanceListener):
@@ -49,6 +53,7 @@ class _Membership(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked) -> None:
         self.stats.joined = False
+        self.stats.lag = {}
 
     async def on_partitions_assigned(self, assigned) -> None:
         self.stats.joined = True
@@ -160,6 +165,7 @@ class InboxConsumer:
         self.consumer_factory = consumer_factory
         self.stats = ConsumerStats()
         self._last_purge = time.monotonic()
+        self._lag_at = 0.0
 
     async def consume_forever(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a failed session (broker, bug) starts a new consumer after a backoff."""
@@ -193,13 +199,29 @@ class InboxConsumer:
                         return  # stopping before the batch was applied: leave the offsets alone
                     committer.add({tp: records[-1].offset + 1 for tp, records in batch.items()})
                 committer.poll()
+                await self._measure_lag(consumer)
                 await self._purge_if_due()
             await committer.flush()
         finally:
             self.stats.joined = False
             committer.abandon()
+            self.stats.lag = {}
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _measure_lag(self, consumer) -> None:
+        """Lag per assigned partition from the consumer's own state (no request), a few times a second."""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_INTERVAL:
+            return
+        self._lag_at = now
+        lag = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            with contextlib.suppress(Exception):  # a partition revoked meanwhile: measured next time
+                if end is not None:
+                    lag[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
+        self.stats.lag = lag
 
     # --- applying messages ------------------------------------------------------------------
 
@@ -225,6 +247,10 @@ class InboxConsumer:
 
     async def _apply_alone(self, item: Ready | Poison, stop: asyncio.Event) -> bool:
         """Apply one message; quarantine it after `max_attempts` failures of its own."""
+        with bound(**saga_fields(item.message.headers)):  # every line about this message names its event
+            return await self._apply_one(item, stop)
+
+    async def _apply_one(self, item: Ready | Poison, stop: asyncio.Event) -> bool:
         attempts = 0
         outage = Backoff(self.max_backoff)
         retry = Backoff(self.max_backoff, initial=0.05)
@@ -248,8 +274,16 @@ class InboxConsumer:
                     return False
 
     async def _transaction(self, items: Sequence[Ready | Poison], attempts: int = 1) -> None:
-        async with self.engine.begin() as conn:
-            applied = await inbox.apply_in(conn, self.inbox, self.name, items, attempts=attempts)
+        with hooks.around_batch(self.name, items):
+            async with self.engine.begin() as conn:
+                applied = await inbox.apply_in(conn, self.inbox, self.name, items, attempts=attempts)
+        for item in items:
+            if isinstance(item, Poison):
+                fields = saga_fields(item.message.headers)
+                log.warning("%s consumer: quarantined %s: %s", self.name, item.event_type, item.error, extra=fields)
+            elif log.isEnabledFor(logging.DEBUG):
+                fields = saga_fields(item.message.headers)
+                log.debug("%s consumer: applied %s", self.name, item.event_type, extra=fields)
         self.stats.batches += 1
         self.stats.processed += applied.processed
         self.stats.duplicates += applied.duplicates

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from hsepay.relay import hooks
+
 __all__ = ["Envelope", "MalformedMessage", "OutboxMessage", "decode_envelope", "new_message"]
 
 ENVELOPE_VERSION = 1
@@ -58,6 +60,8 @@ def new_message(
     }
     if causation_id:
         headers["causation_id"] = causation_id
+    if hooks.header_hooks:  # tracing on: the W3C traceparent of the message (DESIGN §4)
+        headers.update(hooks.extra_headers(topic, causation_id))
     return OutboxMessage(
         event_id=envelope.event_id,
         topic=topic,

@@ -253,7 +253,7 @@ async def test_list_orders_filters_by_user_and_status(orders_client, orders_engi
         settled = await operations.apply_payment_results(
             conn, [(False, PaymentResult(order_id=uuid.UUID(alices[0]), reason="insufficient_funds"))]
         )
-    assert settled == 1
+    assert [s.order_id for s in settled] == [uuid.UUID(alices[0])]
 
     async def listed(**params) -> list[str]:
         response = await orders_client.get("/orders", params=params)

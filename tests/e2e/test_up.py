@@ -23,9 +23,10 @@ def _final(client: httpx.Client, url: str, timeout: float) -> tuple[dict, float]
 
 def test_up_pays_a_funded_order_and_stops_cleanly(hsepay_env, broker):
     env = {**hsepay_env, "HSEPAY_KAFKA": broker, "HSEPAY_KAFKA_IDEMPOTENCE": "false"}
-    pay, ords = free_port(), free_port()
+    pay, ords, gate = free_port(), free_port(), free_port()
     ready = [f"http://127.0.0.1:{pay}/health/ready", f"http://127.0.0.1:{ords}/health/ready"]
-    with running(["up", "--payments-port", str(pay), "--orders-port", str(ords)], env, ready) as up:
+    args = ["up", "--payments-port", str(pay), "--orders-port", str(ords), "--gateway-port", str(gate)]
+    with running(args, env, ready) as up:
         with httpx.Client(timeout=5) as client:
             user = str(uuid.uuid4())
             assert client.post(f"http://127.0.0.1:{pay}/accounts", json={"user_id": user}).status_code == 201

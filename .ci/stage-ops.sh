@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# CI stage "ops": the operations tests with every binary they need present, so none may skip.
+# Runs after the README's test command, inside its virtual environment (.ci/run calls it).
+# - Debian's prometheus (prometheus + promtool): a real server scrapes `hsepay up` and evaluates
+#   every query of the Grafana dashboard; promtool checks the scrape config.
+# - Debian's docker-compose (v1): `docker-compose config` validates docker-compose.yml (no engine).
+# HSEPAY_TEST_REQUIRE_* turn "skipped: binary missing" into a failure, so this stage fails if a
+# test fails or would be skipped.
+set -eo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+
+missing=()
+{ command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if ((${#missing[@]})); then
+    echo "ci: installing ${missing[*]} (Debian packages)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "ci: $(prometheus --version 2>&1 | head -1); $(docker-compose version --short 2>/dev/null || docker-compose --version)"
+
+HSEPAY_TEST_REQUIRE_PROMETHEUS=1 HSEPAY_TEST_REQUIRE_COMPOSE=1 \
+    pytest tests/ops -p no:cacheprovider -rs
+echo "ci: ops stage $((SECONDS - t0))s"

@@ -1,0 +1,231 @@
+"""The gateway app: the seed gateway's paths (HSEPaymentSystem gateway/main.go), forwarded unchanged.
+
+| gateway                              | upstream                                   |
+| ------------------------------------ | ------------------------------------------ |
+| POST /api/accounts                   | payments POST /accounts                    |
+| POST /api/accounts/{id}/deposit      | payments POST /accounts/{id}/deposit       |
+| GET  /api/accounts/balance?user_id=  | payments GET /accounts/balance             |
+| POST /api/orders                     | orders POST /orders                        |
+| GET  /api/orders?...                 | orders GET /orders (Link rewritten)        |
+| GET  /api/order/{id}, /api/orders/{id} | orders GET /order/{id}                   |
+| GET  /api/summary?user_id=           | both, in parallel: one JSON object         |
+
+Unlike the seed, the summary is real JSON (the seed wrapped both answers in `{"raw": "..."}`
+strings and listed every user's orders), a request id is added where missing, the upstreams'
+answers keep their status and headers, and an upstream that is down or slow is a 503 or 504
+problem+json after a bounded wait (the seed waited 10 s, then answered 503 with a Go error string).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import msgspec
+from litestar import Controller, Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.params import FromPath, QueryParameter
+
+from hsepay import __version__
+from hsepay.api.problems import problem_details_plugin, unexpected_error_handler
+from hsepay.config import GatewaySettings
+from hsepay.gateway.upstream import Upstream, UpstreamFailed, forward, outgoing_headers, problem
+from hsepay.ids import parse_uuid
+from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
+from hsepay.observability.sources import Readiness, watching
+
+__all__ = ["Summary", "create_gateway_app"]
+
+MAX_BODY_BYTES = 64 * 1024
+SUMMARY_ORDERS = 100
+
+_FAILURES = {
+    503: ResponseSpec(
+        None, description="An upstream service is down (problem+json)", media_type="application/problem+json"
+    ),
+    504: ResponseSpec(
+        None, description="An upstream service did not answer in time", media_type="application/problem+json"
+    ),
+}
+
+
+class Summary(msgspec.Struct):
+    user_id: uuid.UUID
+    balance: int | None
+    """None: the user has no account."""
+    orders: list[dict[str, Any]]
+    """The user's newest orders, newest first (at most `limit`)."""
+    next: str | None = None
+    """The gateway path of the next page of orders, if there are more."""
+
+
+def _segment(raw: str) -> str:
+    """A path parameter as one URL segment: nothing in it can climb out of its place (`..`, `/`)."""
+    return quote(raw, safe="").replace(".", "%2E")
+
+
+def _upstreams(request: Request) -> Mapping[str, Upstream]:
+    return request.app.state.upstreams
+
+
+class GatewayController(Controller):
+    path = "/api"
+    tags = ["gateway"]
+
+    @post("/accounts", summary="Open an account (payments POST /accounts)", responses=_FAILURES)
+    async def create_account(self, request: Request) -> Response:
+        return await forward(request, _upstreams(request)["payments"], "/accounts")
+
+    @post(
+        "/accounts/{user_id:str}/deposit",
+        summary="Deposit (payments POST /accounts/{id}/deposit)",
+        responses=_FAILURES,
+    )
+    async def deposit(self, request: Request, user_id: FromPath[str]) -> Response:
+        return await forward(request, _upstreams(request)["payments"], f"/accounts/{_segment(user_id)}/deposit")
+
+    @get("/accounts/balance", summary="Balance (payments GET /accounts/balance?user_id=)", responses=_FAILURES)
+    async def balance(self, request: Request) -> Response:
+        return await forward(request, _upstreams(request)["payments"], "/accounts/balance")
+
+    @post("/orders", summary="Place an order (orders POST /orders)", responses=_FAILURES)
+    async def create_order(self, request: Request) -> Response:
+        return await forward(request, _upstreams(request)["orders"], "/orders")
+
+    @get("/orders", summary="List orders (orders GET /orders; Link rewritten to /api)", responses=_FAILURES)
+    async def list_orders(self, request: Request) -> Response:
+        return await forward(request, _upstreams(request)["orders"], "/orders")
+
+    @get(["/order/{order_id:str}", "/orders/{order_id:str}"], summary="One order (orders GET /order/{id})")
+    async def get_order(self, request: Request, order_id: FromPath[str]) -> Response:
+        return await forward(request, _upstreams(request)["orders"], f"/order/{_segment(order_id)}")
+
+    @get(
+        "/summary",
+        summary="A user's balance and newest orders in one JSON object",
+        responses={
+            400: ResponseSpec(None, description="user_id missing or not a UUID", media_type="application/problem+json"),
+            502: ResponseSpec(None, description="An upstream gave an unexpected answer"),
+            **_FAILURES,
+        },
+    )
+    async def summary(
+        self,
+        request: Request,
+        user_id: Annotated[str | None, QueryParameter(description="the user (UUID)")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="orders to include")] = SUMMARY_ORDERS,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=200, description="from `next`: the following page")
+        ] = None,
+    ) -> Response[Summary]:
+        user = parse_uuid(user_id or "")
+        if user is None:
+            return problem(400, "Invalid request", "user_id is required and must be a UUID")
+        upstreams, headers = _upstreams(request), outgoing_headers(request)
+        page = urlencode({"user_id": str(user), "limit": limit, **({"cursor": cursor} if cursor else {})})
+        try:
+            balance, orders = await asyncio.gather(
+                upstreams["payments"].call("GET", f"/accounts/balance?user_id={user}", headers),
+                upstreams["orders"].call("GET", f"/orders?{page}", headers),
+            )
+        except UpstreamFailed as failed:
+            return failed.response()
+        for answer in (balance, orders):
+            if answer.status_code in (401, 403, 429):  # the caller's problem: pass the upstream's answer on
+                return Response(
+                    answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type")
+                )
+        if balance.status_code not in (200, 404) or orders.status_code != 200:
+            return problem(
+                502,
+                "Bad gateway",
+                f"unexpected answers: payments {balance.status_code}, orders {orders.status_code}",
+            )
+        link = orders.headers.get("link")
+        next_page = None
+        if link and link.startswith("</"):
+            upstream_next = link[1 : link.index(">")]
+            next_page = "/api/summary?" + upstream_next.partition("?")[2]
+        return Response(
+            Summary(
+                user_id=user,
+                balance=balance.json()["balance"] if balance.status_code == 200 else None,
+                orders=orders.json(),
+                next=next_page,
+            )
+        )
+
+
+class UpstreamsSource:
+    """The gateway is ready when both APIs answer their liveness probe."""
+
+    key = ("upstreams",)
+
+    def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
+        self.upstreams = upstreams
+
+    async def refresh(self) -> None:
+        return None
+
+    def samples(self):
+        return iter(())
+
+    async def ready(self) -> Readiness:
+        async def live(upstream: Upstream) -> str:
+            try:
+                response = await upstream.client.get("/health/live", timeout=1.0)
+            except httpx.HTTPError as exc:
+                return type(exc).__name__
+            return "ok" if response.status_code == 200 else f"HTTP {response.status_code}"
+
+        names = list(self.upstreams)
+        answers = await asyncio.gather(*(live(self.upstreams[name]) for name in names))
+        detail = dict(zip(names, answers, strict=True))
+        return Readiness(all(answer == "ok" for answer in answers), detail)
+
+
+def create_gateway_app(
+    settings: GatewaySettings | None = None, *, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+) -> Litestar:
+    """The gateway; `transports` (tests) replace the network for some upstreams."""
+    settings = settings or GatewaySettings()
+    transports = transports or {}
+    urls = {"payments": settings.payments_url, "orders": settings.orders_url}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        upstreams = {
+            name: Upstream.connect(name, url, settings.timeout, transports.get(name)) for name, url in urls.items()
+        }
+        app.state.upstreams = upstreams
+        try:
+            with watching([UpstreamsSource(upstreams)]):
+                yield
+        finally:
+            for upstream in upstreams.values():
+                await upstream.client.aclose()
+
+    return Litestar(
+        route_handlers=[GatewayController, HealthController, MetricsController],
+        lifespan=[lifespan],
+        state=State({"upstreams": {}}),
+        middleware=[http_observer("gateway")],
+        plugins=[problem_details_plugin()],
+        exception_handlers={Exception: unexpected_error_handler},
+        openapi_config=OpenAPIConfig(
+            title="hsepay gateway",
+            version=__version__,
+            description="The original system's /api paths in front of the payments and orders APIs.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+        ),
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,
+    )
