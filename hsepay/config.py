@@ -410,6 +410,9 @@ class SagaSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
+    workers: int = setting(
+        1, "HSEPAY_API_WORKERS", integer(1, 64), "worker processes of `hsepay serve` (--workers overrides)"
+    )
     idempotency_ttl: float = setting(
         24 * 3600.0, "HSEPAY_IDEMPOTENCY_TTL", seconds(1), "seconds an Idempotency-Key is remembered"
     )

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
@@ -112,9 +114,63 @@ async def wait_for_signal(stop: asyncio.Event) -> None:
             loop.remove_signal_handler(sig)
 
 
+KEEP_ALIVE = 75
+"""Seconds an idle keep-alive connection stays open. uvicorn's default of 5 s equals httpx's pool
+expiry, and the two race: a client that reuses a connection at 4.9 s of its own clock meets a
+server that closed it at 5 s of its own, and the request gets a reset (reproduced: 20 resets in
+14,600 requests at 64 connections). Servers keep connections longer than clients (nginx 75 s)."""
+
+
 def quiet_server(app, host: str, port: int) -> _Server:
     # log_config=None: uvicorn's lines go through hsepay's handlers (JSON off a terminal), not its own.
-    return _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, log_config=None))
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            log_config=None,
+            timeout_keep_alive=KEEP_ALIVE,
+        )
+    )
+
+
+def serve_api_processes(spec: ServiceSpec, *, host: str, port: int, workers: int) -> None:
+    """Serve one API with `workers` processes under granian (blocks until SIGINT/SIGTERM).
+
+    Measured on this 2-core box, POST /orders at 64 connections with every role running (docs/
+    BENCHMARKS.md): uvicorn (uvloop, httptools) 1,107 req/s with one process and 1,124 with two;
+    granian 1,409 and 1,563. Each worker builds its app with `hsepay.api.asgi.application`.
+    """
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+
+    from hsepay.api.asgi import SERVICE_VARIABLE
+
+    os.environ[SERVICE_VARIABLE] = spec.name
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One /metrics for all the workers of this port (prometheus-client's multiprocess mode).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"hsepay-{spec.name}-metrics-")
+    log.info(
+        "%s API on http://%s:%d with %d worker process(es) (docs: /schema/swagger)", spec.name, host, port, workers
+    )
+    Granian(
+        "hsepay.api.asgi:application",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(keep_alive=True),
+        websockets=False,
+        backlog=2048,
+        respawn_failed_workers=True,
+        log_enabled=False,
+    ).serve()
 
 
 def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> _Server:

@@ -25,6 +25,14 @@ def serve(
     with_workers: Annotated[
         bool, typer.Option("--with-workers", help="Also run this service's outbox relay and inbox consumer.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API worker processes (default HSEPAY_API_WORKERS, 1); two use both cores of a 2-core box.",
+        ),
+    ] = None,
     insecure_no_auth: Annotated[
         bool,
         typer.Option(
@@ -37,10 +45,26 @@ def serve(
 
     Example: hsepay serve payments --port 8080
     """
-    from hsepay.roles import serve_api
+    from hsepay.roles import serve_api, serve_api_processes
 
     (spec,) = services(service, allowed=tuple(registry.SERVICES.values()))
     if spec.database is not None:  # the gateway verifies nothing itself: the APIs behind it do
         require_auth_choice(insecure_no_auth)
     rt = runtime((spec,))
-    execute(lambda: serve_api(rt, spec, host=host, port=port or spec.default_port, with_workers=with_workers))
+    port = port or spec.default_port
+    processes = workers or rt.settings.api.workers
+    if with_workers:
+        if processes > 1:
+            raise typer.BadParameter("--with-workers runs in one process: leave --workers at 1", param_hint="--workers")
+        execute(lambda: serve_api(rt, spec, host=host, port=port, with_workers=True))
+        return
+
+    async def ready() -> None:
+        try:
+            if spec.database is not None:
+                await rt.wait_ready_engine(spec.name)
+        finally:
+            await rt.dispose()
+
+    execute(ready)
+    serve_api_processes(spec, host=host, port=port, workers=processes)

@@ -1,0 +1,31 @@
+"""The app of one API worker process, built from the environment: what `hsepay serve` runs in each.
+
+`hsepay serve SERVICE --workers N` checks the database once, then hands the port to the ASGI server
+(granian), which starts N processes; each calls `application()` and builds its own engine, its own
+group commit and its own logging, from the same HSEPAY_* environment as the parent.
+"""
+
+from __future__ import annotations
+
+import os
+
+from litestar import Litestar
+
+__all__ = ["SERVICE_VARIABLE", "application"]
+
+SERVICE_VARIABLE = "HSEPAY_SERVE_SERVICE"
+"""Which service's API the worker builds; set by `hsepay serve` for its worker processes."""
+
+
+def application() -> Litestar:
+    from hsepay import registry
+    from hsepay.bootstrap import Runtime
+    from hsepay.config import get_settings
+    from hsepay.observability import logs, tracing
+
+    observability = logs.settings_or_defaults()
+    logs.configure(observability.log_level, observability.log_format)
+    tracing.enable_from(observability)
+    spec = registry.get(os.environ[SERVICE_VARIABLE])
+    rt = Runtime.from_settings(get_settings(), (spec,) if spec.database is not None else ())
+    return spec.create_app(rt)
