@@ -293,7 +293,7 @@ class Runtime:
             max_backoff=self.settings.saga.max_backoff,
         )
 
-    def build_consumer(self, spec: ServiceSpec) -> InboxConsumer:
+    def build_consumer(self, spec: ServiceSpec, *, static_assignment: bool = False) -> InboxConsumer:
         if spec.handlers is None:
             raise ConfigError(f"the {spec.name} service consumes no events")
         return InboxConsumer(
@@ -306,6 +306,7 @@ class Runtime:
             group_id=self.consumer_group(spec.name),
             settings=self.settings.consumer,
             max_backoff=self.settings.saga.max_backoff,
+            static_assignment=static_assignment,
         )
 
     async def dispose(self) -> None:

@@ -74,9 +74,18 @@ def _periodic(rt: Runtime, spec: ServiceSpec, periodic: Periodic, workers: Worke
 
 @contextlib.asynccontextmanager
 async def start_workers(
-    rt: Runtime, specs: Iterable[ServiceSpec], *, relay: bool = True, consume: bool = True
+    rt: Runtime,
+    specs: Iterable[ServiceSpec],
+    *,
+    relay: bool = True,
+    consume: bool = True,
+    only_consumers: bool = False,
 ) -> AsyncIterator[Workers]:
-    """Run the chosen workers of `specs` until the block exits; then stop them and wait."""
+    """Run the chosen workers of `specs` until the block exits; then stop them and wait.
+
+    `only_consumers`: this process's consumers are the only members of their groups (`hsepay up`
+    on the embedded broker), so they read every partition without a group join.
+    """
     workers = Workers()
     specs = list(specs)
     if any(spec.has_workers for spec in specs):
@@ -88,7 +97,7 @@ async def start_workers(
             workers.relays[spec.name] = rt.build_relay(spec)
             workers.tasks.append(asyncio.create_task(workers.relays[spec.name].relay_forever(workers.stop)))
         if consume:
-            workers.consumers[spec.name] = rt.build_consumer(spec)
+            workers.consumers[spec.name] = rt.build_consumer(spec, static_assignment=only_consumers)
             workers.tasks.append(asyncio.create_task(workers.consumers[spec.name].consume_forever(workers.stop)))
             for periodic in spec.background:
                 workers.tasks.append(asyncio.create_task(_periodic(rt, spec, periodic, workers)))

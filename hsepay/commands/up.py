@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import time
 from typing import Annotated
 
 import typer
@@ -69,6 +70,23 @@ async def _status_table(rt: Runtime, workers, urls: dict[str, str], broker: str)
     return table
 
 
+READY_TIMEOUT = 60.0
+
+
+async def _ready(workers, servers, *, timeout: float) -> bool:
+    """Wait until the APIs listen, every relay leads or stands by and every consumer holds its partitions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (
+            all(server.started for server in servers)
+            and all(relay.stats.active or relay.stats.standing_by for relay in workers.relays.values())
+            and all(consumer.stats.joined for consumer in workers.consumers.values())
+        ):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 def up(
     host: Annotated[str, typer.Option(help="Interface the APIs bind to.")] = "127.0.0.1",
     payments_port: Annotated[int, typer.Option(min=1, max=65535, help="Payments API port.")] = 8080,
@@ -115,16 +133,27 @@ def up(
             await rt.check_distinct_databases()
             for spec in registry.with_database():
                 await rt.migrate(spec.name)
-            broker = (await rt.connect_broker()).bootstrap_servers
+            endpoint = await rt.connect_broker()
+            broker = endpoint.bootstrap_servers
             urls = {spec.name: f"http://{host}:{ports[spec.name][0]}" for spec in apis}
             servers = [api_server(rt, spec, host, ports[spec.name][0]) for spec in apis]
+            started = time.monotonic()
             async with (
                 serving_metrics(host, metrics_port),
-                start_workers(rt, registry.with_database()) as workers,
+                # On its own embedded broker this process is the only consumer of its groups: no join.
+                start_workers(rt, registry.with_database(), only_consumers=endpoint.embedded) as workers,
             ):
                 serving = [asyncio.create_task(server.serve()) for server in servers]
                 for name, url in urls.items():
                     console.print(f"{name} API: {url}  (docs {url}/schema/swagger)")
+                if await _ready(workers, servers, timeout=READY_TIMEOUT):
+                    console.print(
+                        f"ready in {time.monotonic() - started:.1f}s: relays active, consumers hold their partitions"
+                    )
+                else:
+                    console.print(
+                        f"[yellow]not ready after {READY_TIMEOUT:g}s[/]: see the status panel or hsepay status"
+                    )
                 waiting = asyncio.create_task(wait_for_signal(workers.stop))
                 live = (
                     Live(await _status_table(rt, workers, urls, broker), console=console, refresh_per_second=2)

@@ -22,6 +22,7 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "partition_offsets",
+    "partitions_of",
     "topic_health",
 ]
 
@@ -72,8 +73,15 @@ def make_producer(config: BrokerConfig) -> AIOKafkaProducer:
 
 
 def make_consumer(
-    config: BrokerConfig, topics: Iterable[str], group_id: str, *, listener: Any = None
+    config: BrokerConfig,
+    topics: Iterable[str],
+    group_id: str,
+    *,
+    listener: Any = None,
+    partitions: Iterable[TopicPartition] | None = None,
 ) -> AIOKafkaConsumer:
+    """A consumer of `topics` in group `group_id`: a member of the group (partitions shared by the
+    group's rebalances), or, given `partitions`, their only reader (no join: see InboxConsumer)."""
     consumer = AIOKafkaConsumer(
         **config.client_options(),
         group_id=group_id,
@@ -87,11 +95,26 @@ def make_consumer(
         retry_backoff_ms=100,
         request_timeout_ms=REQUEST_TIMEOUT_MS + 5_000,
     )
-    if listener is None:
+    if partitions is not None:
+        consumer.assign(list(partitions))
+    elif listener is None:
         consumer.subscribe(topics=list(topics))
     else:
         consumer.subscribe(topics=list(topics), listener=listener)
     return consumer
+
+
+async def partitions_of(config: BrokerConfig, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of the existing `topics`."""
+    admin = _admin(config)
+    await admin.start()
+    try:
+        described = await _describe_existing(admin, topics)
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(topic, p["partition"]) for topic, t in described.items() for p in t.get("partitions") or []
+    )
 
 
 def _admin(config: BrokerConfig) -> AIOKafkaAdminClient:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hsepay.config import ConsumerSettings
 from hsepay.observability.context import bound, saga_fields
 from hsepay.relay import hooks, inbox
-from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer
+from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer, partitions_of
 from hsepay.relay.inbound import HandlerMap, Message, Poison, Ready, decode, first_of_each_event, message_from_record
 from hsepay.resilience import Backoff, describe, is_unavailable, supervise
 
@@ -152,6 +152,7 @@ class InboxConsumer:
         settings: ConsumerSettings,
         max_backoff: float = 10.0,
         consumer_factory: Callable[..., object] = make_consumer,
+        static_assignment: bool = False,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -163,6 +164,10 @@ class InboxConsumer:
         self.settings = settings
         self.max_backoff = max_backoff
         self.consumer_factory = consumer_factory
+        self.static_assignment = static_assignment
+        """Read every partition without joining the group: for a process that is the group's only
+        member (`hsepay up` on the embedded broker, where a group join takes 3-5 s). Offsets are
+        still committed to the group. Never with other consumers of the same group running."""
         self.stats = ConsumerStats()
         self._last_purge = time.monotonic()
         self._lag_at = 0.0
@@ -187,10 +192,16 @@ class InboxConsumer:
             await ensure_topics(self.broker, self.topics)
         except KafkaError as exc:
             log.info("%s consumer: topics not checked (%s)", self.name, describe(exc))
-        consumer = self.consumer_factory(self.broker, self.topics, self.group_id, listener=_Membership(self.stats))
+        if self.static_assignment:
+            partitions = await partitions_of(self.broker, self.topics)
+            consumer = self.consumer_factory(self.broker, self.topics, self.group_id, partitions=partitions)
+        else:
+            consumer = self.consumer_factory(self.broker, self.topics, self.group_id, listener=_Membership(self.stats))
         committer = _Committer(consumer, self.name)
         try:
             await consumer.start()
+            if self.static_assignment:
+                self.stats.joined, self.stats.partitions = True, len(consumer.assignment())
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self.settings.batch_size)
                 if batch:
