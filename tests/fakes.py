@@ -83,6 +83,12 @@ class Row:
     headers: dict[str, str] = field(default_factory=dict)
     sent: bool = False
 
+    def __iter__(self):  # a pending row reads as the tuple (id, topic, key, value, headers), as a Row does
+        return iter((self.id, self.topic, self.key, self.value, self.headers))
+
+    def __getitem__(self, index: int):
+        return tuple(self)[index]
+
 
 class InMemoryOutbox:
     """An OutboxStore in a list, in id order."""

@@ -9,14 +9,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsepay.payments.errors import AccountExists, AccountNotFound, BalanceLimitExceeded, DepositAlreadyRecorded
 from hsepay.payments.model import Account, PaymentDecision, PaymentRequest, decide
-from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
+from hsepay.payments.tables import accounts, ledger_entries
 
 __all__ = [
     "create_account",
@@ -92,6 +92,25 @@ async def deposit(conn: AsyncConnection, user_id: uuid.UUID, amount: int, *, ref
     return _account(row)
 
 
+# The batch's statements have fixed text whatever its size (arrays as parameters), so psycopg
+# parses each once; an IN list or a multi-row VALUES differs with every batch size.
+_LOCK_ACCOUNTS = text(
+    "SELECT user_id, balance FROM accounts WHERE user_id = ANY(CAST(:users AS uuid[])) ORDER BY user_id FOR UPDATE"
+)
+_DECIDED = text(
+    "SELECT order_id, user_id, amount, status, reason FROM payment_decisions "
+    "WHERE order_id = ANY(CAST(:order_ids AS uuid[]))"
+)
+_RECORD_DECISIONS = text(
+    "INSERT INTO payment_decisions (order_id, user_id, amount, status, reason) "
+    "SELECT * FROM unnest(CAST(:order_ids AS uuid[]), CAST(:users AS uuid[]), CAST(:amounts AS bigint[]), "
+    "CAST(:statuses AS text[]), CAST(:reasons AS text[]))"
+)
+_RECORD_DEBITS = text(
+    "INSERT INTO ledger_entries (user_id, kind, amount, reference) "
+    "SELECT u, 'debit', a, r FROM unnest(CAST(:users AS uuid[]), CAST(:amounts AS bigint[]), "
+    "CAST(:references AS text[])) AS d(u, a, r)"
+)
 _DEBIT = text(
     "UPDATE accounts AS a SET balance = a.balance - d.total, updated_at = now() "
     "FROM unnest(CAST(:users AS uuid[]), CAST(:totals AS bigint[])) AS d(user_id, total) "
@@ -112,36 +131,38 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
     # Lock first, read decisions second: a concurrent batch for the same account has then
     # committed, and its decisions are visible to the read below (READ COMMITTED).
     users = sorted({r.user_id for r in requests})
-    locked = await conn.execute(
-        select(accounts.c.user_id, accounts.c.balance)
-        .where(accounts.c.user_id.in_(users))
-        .order_by(accounts.c.user_id)
-        .with_for_update()
-    )
+    locked = await conn.execute(_LOCK_ACCOUNTS, {"users": users})
     balances = {row.user_id: row.balance for row in locked}
     order_ids = list({r.order_id for r in requests})
     earlier = {
         row.order_id: PaymentDecision(
             order_id=row.order_id, user_id=row.user_id, amount=row.amount, status=row.status, reason=row.reason
         )
-        for row in await conn.execute(select(payment_decisions).where(payment_decisions.c.order_id.in_(order_ids)))
+        for row in await conn.execute(_DECIDED, {"order_ids": order_ids})
     }
     answers, new = decide(requests, balances, earlier)
     if not new:
         return answers
 
     await conn.execute(
-        insert(payment_decisions),
-        [
-            {"order_id": d.order_id, "user_id": d.user_id, "amount": d.amount, "status": d.status, "reason": d.reason}
-            for d in new
-        ],
+        _RECORD_DECISIONS,
+        {
+            "order_ids": [d.order_id for d in new],
+            "users": [d.user_id for d in new],
+            "amounts": [d.amount for d in new],
+            "statuses": [d.status for d in new],
+            "reasons": [d.reason for d in new],
+        },
     )
     debits = [d for d in new if d.succeeded]
     if debits:
         await conn.execute(
-            insert(ledger_entries),
-            [{"user_id": d.user_id, "kind": "debit", "amount": d.amount, "reference": str(d.order_id)} for d in debits],
+            _RECORD_DEBITS,
+            {
+                "users": [d.user_id for d in debits],
+                "amounts": [d.amount for d in debits],
+                "references": [str(d.order_id) for d in debits],
+            },
         )
         totals: dict[uuid.UUID, int] = defaultdict(int)
         for d in debits:

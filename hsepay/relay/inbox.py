@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +22,17 @@ from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
 __all__ = ["Applied", "apply_in", "purge_processed"]
 
 MAX_ERROR_CHARS = 2000
+
+
+# Fixed text whatever the batch size, the rows as arrays: psycopg parses it once (a multi-row
+# VALUES differs with every batch size and was parsed anew each time: 20 % of a consumer's CPU).
+_RECORD_PROCESSED = (
+    'INSERT INTO {table} (consumer, event_id, event_type, topic, partition, "offset", status, processed_at) '
+    "SELECT :consumer, e, et, t, p, o, 'processed', now() FROM unnest("
+    "CAST(:event_ids AS uuid[]), CAST(:event_types AS text[]), CAST(:topics AS text[]), "
+    "CAST(:partitions AS integer[]), CAST(:offsets AS bigint[])) AS m(e, et, t, p, o) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +82,15 @@ async def apply_in(
     fresh: list[Ready] = []
     if ready:
         result = await conn.execute(
-            pg_insert(inbox)
-            .values(status=INBOX_PROCESSED, processed_at=func.now())
-            .on_conflict_do_nothing()
-            .returning(inbox.c.event_id),
-            [_row(consumer, r.message, r.event_id, r.event_type) for r in ready],
+            text(_RECORD_PROCESSED.format(table=inbox.name)),
+            {
+                "consumer": consumer,
+                "event_ids": [r.event_id for r in ready],
+                "event_types": [r.event_type for r in ready],
+                "topics": [r.message.topic for r in ready],
+                "partitions": [r.message.partition for r in ready],
+                "offsets": [r.message.offset for r in ready],
+            },
         )
         new_ids = set(result.scalars())
         fresh = [r for r in ready if r.event_id in new_ids]

@@ -151,8 +151,8 @@ class OutboxRelay:
         if not rows:
             return 0
         records = [
-            Record(row.topic, row.key.encode(), row.value, [(k, v.encode()) for k, v in row.headers.items()])
-            for row in rows
+            Record(topic, key.encode(), value, [(k, v.encode()) for k, v in headers.items()])
+            for _, topic, key, value, headers in rows
         ]
         failure: PublishFailed | None = None
         try:
@@ -161,7 +161,7 @@ class OutboxRelay:
         except PublishFailed as exc:
             acked, failure = exc.acked, exc
         if acked:
-            await self.store.mark_sent([row.id for row in rows[:acked]])
+            await self.store.mark_sent([row[0] for row in rows[:acked]])
             self.stats.published += acked
             self.stats.batches += 1
         if failure is not None:

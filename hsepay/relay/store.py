@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import msgspec
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -25,7 +26,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     select,
     text,
     update,
@@ -92,34 +92,45 @@ def notify_channel(outbox: Table) -> str:
     return f"hsepay_{outbox.name}"
 
 
+_ENQUEUE = (
+    "INSERT INTO {table} (event_id, topic, key, event_type, value, headers) "
+    "SELECT e, t, k, et, v, h::jsonb FROM unnest("
+    "CAST(:event_ids AS uuid[]), CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:event_types AS text[]), "
+    "CAST(:values AS bytea[]), CAST(:headers AS text[])) AS m(e, t, k, et, v, h)"
+)
+_json = msgspec.json.Encoder()
+
+
 async def enqueue(conn: AsyncConnection, outbox: Table, messages: Sequence[OutboxMessage]) -> None:
-    """Write messages into the outbox inside the caller's transaction and wake the relay at commit."""
+    """Write messages into the outbox inside the caller's transaction and wake the relay at commit.
+
+    One statement of fixed text whatever the number of messages, the rows as arrays: a multi-row
+    VALUES (or an executemany) differs with every batch size, and psycopg parses such a statement
+    anew each time (measured: 20 % of a consumer's CPU).
+    """
     if not messages:
         return
     await conn.execute(
-        insert(outbox),
-        [
-            {
-                "event_id": m.event_id,
-                "topic": m.topic,
-                "key": m.key,
-                "event_type": m.event_type,
-                "value": m.value,
-                "headers": m.headers,
-            }
-            for m in messages
-        ],
+        text(_ENQUEUE.format(table=outbox.name)),
+        {
+            "event_ids": [m.event_id for m in messages],
+            "topics": [m.topic for m in messages],
+            "keys": [m.key for m in messages],
+            "event_types": [m.event_type for m in messages],
+            "values": [m.value for m in messages],
+            "headers": [_json.encode(m.headers).decode() for m in messages],
+        },
     )
     # No pg_notify here: the outbox's statement trigger (migration 0003) sends it, delivered at
     # commit only, so the relay never wakes for a rolled-back row.
 
 
 class PendingRow(Protocol):
-    id: int
-    topic: str
-    key: str
-    value: bytes
-    headers: dict[str, str]
+    """An outbox row to publish; it unpacks as (id, topic, key, value, headers)."""
+
+    def __iter__(self): ...
+
+    def __getitem__(self, index: int): ...
 
 
 class OutboxStore(Protocol):
