@@ -107,3 +107,6 @@ class InMemoryOutbox:
 
     async def purge_sent(self, older_than: float, limit: int) -> int:
         return 0
+
+    def on(self, connection: Any) -> InMemoryOutbox:
+        return self

@@ -17,7 +17,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import psycopg
 from sqlalchemy import Table
@@ -29,6 +30,8 @@ from hsepay.resilience import sleep_or_stop
 __all__ = ["Leadership", "LeadershipLost", "libpq_conninfo", "relay_lock_key"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class LeadershipLost(psycopg.OperationalError):
@@ -107,8 +110,13 @@ class Leadership:
 
     async def confirm(self) -> None:
         """Prove the session (and so the lock) is still ours; raise LeadershipLost otherwise."""
+        await self.confirming(self.conn.execute("SELECT 1"))
+
+    async def confirming(self, statement: Awaitable[T]) -> T:
+        """Run a statement on the lock session: its success proves the lock is still ours, a dead
+        (or silent, past the check interval) session raises LeadershipLost."""
         try:
-            await asyncio.wait_for(self.conn.execute("SELECT 1"), timeout=self.check_interval)
+            return await asyncio.wait_for(statement, timeout=self.check_interval)
         except (psycopg.Error, TimeoutError) as exc:
             raise LeadershipLost(f"{self.name} relay lost its lock session: {exc!r}") from exc
 

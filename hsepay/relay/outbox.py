@@ -144,10 +144,16 @@ class OutboxRelay:
             await publisher.close()
 
     async def publish_batch(self, publisher: Publisher, lead: Leadership | None = None) -> int:
-        """Publish the oldest pending rows; mark the acknowledged prefix sent; return rows read."""
-        if lead is not None:
-            await lead.confirm()  # a relay that lost its lock must not publish even one more batch
-        rows = await self.store.pending(self.settings.batch_size)
+        """Publish the oldest pending rows; mark the acknowledged prefix sent; return rows read.
+
+        With a `lead`, rows are read through its lock session: a relay that lost its lock fails
+        that read (LeadershipLost) and never publishes even one more batch.
+        """
+        store = self.store if lead is None else self.store.on(lead.conn)
+        if lead is None:
+            rows = await store.pending(self.settings.batch_size)
+        else:
+            rows = await lead.confirming(store.pending(self.settings.batch_size))
         if not rows:
             return 0
         records = [
@@ -161,7 +167,7 @@ class OutboxRelay:
         except PublishFailed as exc:
             acked, failure = exc.acked, exc
         if acked:
-            await self.store.mark_sent([row[0] for row in rows[:acked]])
+            await store.mark_sent([row[0] for row in rows[:acked]])
             self.stats.published += acked
             self.stats.batches += 1
         if failure is not None:

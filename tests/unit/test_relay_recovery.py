@@ -173,10 +173,14 @@ class _Lead:
         self.lost = lost
         self.confirmed = 0
 
-    async def confirm(self) -> None:
+    conn = None
+
+    async def confirming(self, statement):
         self.confirmed += 1
         if self.lost:
+            statement.close()
             raise LeadershipLost("terminated by idle_session_timeout")
+        return await statement
 
     def heartbeat(self):
         return contextlib.nullcontext()
