@@ -24,7 +24,16 @@ from hsepay.chaos import (
 )
 from hsepay.chaos.faults import KINDS
 from hsepay.chaos.run import role_commands
-from hsepay.commands.common import EXIT_DOMAIN, EXIT_USAGE, JsonOption, console, execute, fail, print_json
+from hsepay.commands.common import (
+    EXIT_DOMAIN,
+    EXIT_USAGE,
+    JsonOption,
+    console,
+    err_console,
+    execute,
+    fail,
+    print_json,
+)
 from hsepay.config import ConfigError, get_settings
 from hsepay.relay.leadership import libpq_conninfo
 
@@ -133,7 +142,9 @@ def chaos(
     setup = ChaosSetup(environ=environ, work_dir=work_dir, broker=broker_control, postgres=postgres_control)
     roles = list(role_commands({}, setup.relays_per_service))
     plan = random_plan(seed, orders / rate, roles=roles, kinds=kinds, count=count, broker_down=broker_down)
-    console.print(f"chaos seed={seed}: {len(plan)} faults over {orders / rate:.0f}s; logs in {work_dir}")
+    (err_console if as_json else console).print(
+        f"chaos seed={seed}: {len(plan)} faults over {orders / rate:.0f}s; logs in {work_dir}", markup=False
+    )
 
     async def body():
         return await run_chaos(
