@@ -1,7 +1,8 @@
 """The one place that builds things: settings become database URLs, engines, the broker, relays and consumers.
 
 Everything else receives what it needs as arguments. Functions named `ensure_*` may start an
-embedded engine; nothing else here starts anything.
+embedded engine; nothing else here starts anything. (A little over 300 lines: it is the one
+wiring point, and splitting it would scatter what it is there to keep together.)
 """
 
 from __future__ import annotations

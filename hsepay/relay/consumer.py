@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +18,7 @@ from hsepay.config import ConsumerSettings
 from hsepay.observability.context import bound, saga_fields
 from hsepay.relay import hooks, inbox
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer, partitions_of
+from hsepay.relay.commits import OffsetCommitter
 from hsepay.relay.inbound import HandlerMap, Message, Poison, Ready, decode, first_of_each_event, message_from_record
 from hsepay.resilience import Backoff, describe, is_unavailable, supervise
 
@@ -25,8 +26,6 @@ __all__ = ["ConsumerStats", "InboxConsumer"]
 
 log = logging.getLogger(__name__)
 
-COMMIT_TIMEOUT = 10.0
-COMMIT_GIVE_UP = 30.0
 PURGE_BATCH = 10_000
 FETCH_TIMEOUT_MS = 200
 LAG_INTERVAL = 0.25
@@ -58,71 +57,6 @@ class _Membership(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         self.stats.joined = True
         self.stats.partitions = len(assigned)
-
-
-class _Committer:
-    """Commits offsets in the background, one commit in flight at a time.
-
-    A commit waits for the group coordinator; when a broker dies the coordinator moves, which takes
-    the cluster seconds to notice. Processing must not wait for that: offsets only ever move
-    forward, so a commit that fails is simply retried with the next offsets (which include its
-    own), and the inbox absorbs whatever is redelivered meanwhile. Commits that keep failing for
-    COMMIT_GIVE_UP seconds end the session (a broker that lost its topics makes aiokafka retry a
-    commit forever), and the supervisor starts a new consumer.
-    """
-
-    def __init__(self, consumer, name: str) -> None:
-        self.consumer = consumer
-        self.name = name
-        self.pending: dict = {}
-        self.task: asyncio.Task | None = None
-        self.in_flight: dict = {}
-        self.failing_since: float | None = None
-
-    def add(self, offsets: dict) -> None:
-        self.pending.update(offsets)
-        self.poll()
-
-    def poll(self) -> None:
-        """Harvest a finished commit, start the next one; raise if commits have failed too long."""
-        if self.task is not None and self.task.done():
-            self._harvest(self.task)
-            self.task = None
-        if self.task is None and self.pending:
-            self.in_flight, self.pending = self.pending, {}
-            self.task = asyncio.create_task(self.consumer.commit(self.in_flight))
-        if self.failing_since is not None and time.monotonic() - self.failing_since > COMMIT_GIVE_UP:
-            raise KafkaError(f"offsets not committed for {COMMIT_GIVE_UP:g}s")
-
-    def _harvest(self, task: asyncio.Task) -> None:
-        error = task.exception() if not task.cancelled() else None
-        if error is None:
-            self.failing_since = None
-            return
-        if isinstance(error, CommitFailedError):
-            # A rebalance took these partitions; their new owner resumes from the last commit.
-            log.info("%s consumer: offset commit skipped (%s)", self.name, error)
-            return
-        log.info("%s consumer: offset commit failed (%s); retrying with the next offsets", self.name, describe(error))
-        self.failing_since = self.failing_since or time.monotonic()
-        for tp, offset in self.in_flight.items():
-            self.pending.setdefault(tp, offset)
-
-    async def flush(self) -> None:
-        """On a clean stop: wait (bounded) for the last offsets to be committed."""
-        deadline = time.monotonic() + COMMIT_TIMEOUT
-        while (self.task is not None or self.pending) and time.monotonic() < deadline:
-            if self.task is not None:
-                await asyncio.wait([self.task], timeout=max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(KafkaError):
-                self.poll()
-            if self.task is None and self.pending and self.failing_since is not None:
-                break
-
-    def abandon(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 class InboxConsumer:
@@ -197,7 +131,7 @@ class InboxConsumer:
             consumer = self.consumer_factory(self.broker, self.topics, self.group_id, partitions=partitions)
         else:
             consumer = self.consumer_factory(self.broker, self.topics, self.group_id, listener=_Membership(self.stats))
-        committer = _Committer(consumer, self.name)
+        committer = OffsetCommitter(consumer, self.name)
         try:
             await consumer.start()
             if self.static_assignment:

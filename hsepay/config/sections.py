@@ -1,234 +1,29 @@
-"""Settings: one dataclass per concern; each field binds its env var, default, parser and doc once.
-
-Nothing here connects to anything. `Settings.from_env(env)` is the only way settings are built, in
-production and in tests alike; a bad value raises ``ConfigError`` whose message names the variable,
-so the CLI can print one line and exit 2. `Settings.documented()` lists every variable for the
-README and `hsepay doctor`.
-"""
+"""The settings, one dataclass per concern; every field says its variable, default and meaning."""
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-import math
-import os
-import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-
-__all__ = [
-    "ApiSettings",
-    "ConfigError",
-    "ConsumerSettings",
-    "DatabaseSettings",
-    "GatewaySettings",
-    "KafkaSettings",
-    "ObservabilitySettings",
-    "RelaySettings",
-    "SagaSettings",
-    "SecuritySettings",
-    "Settings",
-    "get_settings",
-    "normalise_db_url",
-]
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-Parser = Callable[[str, str], Any]
-"""(raw value, variable name) -> parsed value, or ConfigError naming the variable."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    env: str | None
-    parse: Parser | None
-    doc: str
-
-
-def section(cls: type) -> Any:
-    """A nested settings dataclass, loaded from the same environment."""
-    return field(default_factory=cls, metadata={"section": cls})
-
-
-def setting(default: Any, env: str | None, parse: Parser | None, doc: str, *, secret: bool = False) -> Any:
-    """A dataclass field whose env var, parser and doc travel with its default (a secret is never in a repr)."""
-    kwargs: dict[str, Any] = (
-        {"default_factory": default} if callable(default) and not isinstance(default, type) else {"default": default}
-    )
-    return field(metadata={"setting": Setting(env, parse, doc)}, repr=not secret, **kwargs)
-
-
-def choice(*allowed: str) -> Parser:
-    """One of `allowed`, in any case; returned as `allowed` spells it."""
-    spelled = {value.lower(): value for value in allowed}
-
-    def parse(raw: str, name: str) -> str:
-        value = spelled.get(raw.strip().lower())
-        if value is None:
-            raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
-        return value
-
-    return parse
-
-
-def readable_file(raw: str, name: str) -> Path:
-    file = Path(raw.strip()).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"{name}: {str(file)!r} is not a readable file")
-    return file
-
-
-# --- parsers ---------------------------------------------------------------------------------
-
-
-def integer(minimum: int = 1, maximum: int = 2**31 - 1) -> Parser:
-    def parse(raw: str, name: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{name}: {raw!r} is not an integer") from None
-        if not minimum <= value <= maximum:
-            raise ConfigError(f"{name}: must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    return parse
-
-
-def seconds(minimum: float = 0.001, maximum: float = 10 * 365 * 24 * 3600.0) -> Parser:
-    """A finite duration in seconds: `nan`, `inf` and `1e309` are refused, not silently accepted."""
-
-    def parse(raw: str, name: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{name}: {raw!r} is not a finite number of seconds")
-        if not minimum <= value <= maximum:
-            raise ConfigError(f"{name}: must be between {minimum:g} and {maximum:g} seconds, got {value:g}")
-        return value
-
-    return parse
-
-
-def text(raw: str, name: str) -> str:
-    return raw.strip()
-
-
-def boolean(raw: str, name: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name}: {raw!r} is not a boolean (use true or false)")
-
-
-_KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
-
-
-def kafka_name(raw: str, name: str) -> str:
-    raw = raw.strip()
-    if not _KAFKA_NAME.match(raw):
-        raise ConfigError(f"{name}: {raw!r} is not a valid Kafka name (letters, digits, '.', '_', '-')")
-    return raw
-
-
-def bootstrap_servers(raw: str, name: str) -> str:
-    servers = [server.strip() for server in raw.split(",")]
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ConfigError(f"{name}: {server!r} is not host:port")
-    return ",".join(servers)
-
-
-def path(raw: str, name: str) -> Path:
-    return Path(raw.strip()).expanduser()
-
-
-MIN_SECRET_BYTES = 32
-"""RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
-
-
-def secrets_list(raw: str, name: str) -> tuple[str, ...]:
-    """Comma-separated signing secrets, current first; the message never repeats a secret."""
-    secrets = tuple(part.strip() for part in raw.split(","))
-    for position, secret in enumerate(secrets, 1):
-        if len(secret.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"{name}: secret #{position} is {len(secret.encode())} bytes; each needs at least {MIN_SECRET_BYTES} "
-                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-    return secrets
-
-
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\*$")
-
-
-def origins(raw: str, name: str) -> tuple[str, ...]:
-    """Comma-separated browser origins (scheme://host[:port], no path), or `*`."""
-    found = tuple(part.strip() for part in raw.split(","))
-    for origin in found:
-        if not _ORIGIN.match(origin):
-            raise ConfigError(f"{name}: {origin[:100]!r} is not an origin (scheme://host[:port], or *)")
-    return found
-
-
-def networks(raw: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """Comma-separated IP addresses or CIDR networks."""
-    found = []
-    for part in raw.split(","):
-        try:
-            found.append(ipaddress.ip_network(part.strip(), strict=False))
-        except ValueError:
-            raise ConfigError(f"{name}: {part.strip()[:100]!r} is not an IP address or network") from None
-    return tuple(found)
-
-
-_ACCEPTED_DB_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
-
-
-def normalise_db_url(raw: str, variable: str) -> str:
-    """Turn a PostgreSQL URL into the SQLAlchemy psycopg 3 form, or raise ConfigError."""
-    raw = raw.strip()
-    try:
-        url: URL = make_url(raw)
-        port = url.port  # a non-numeric port raises ValueError here, not at connect time
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            f"{variable}: {_redacted(raw)!r} is not a database URL (expected postgresql://user:pass@host:port/dbname)"
-        ) from None
-    if url.drivername not in _ACCEPTED_DB_SCHEMES:
-        raise ConfigError(
-            f"{variable}: scheme {url.drivername!r} is not supported; hsepay runs on PostgreSQL only "
-            "(postgresql://user:pass@host:port/dbname)"
-        )
-    if not url.database:
-        raise ConfigError(f"{variable}: {_redacted(raw)!r} names no database (postgresql://host/dbname)")
-    if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"{variable}: port {port} is out of range")
-    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-def _redacted(raw: str) -> str:
-    """A URL as it may appear in an error line: never with its password."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw)
-
-
-def database_url(raw: str, name: str) -> str:
-    return normalise_db_url(raw, name)
-
-
-# --- settings --------------------------------------------------------------------------------
+from hsepay.config.parsing import (
+    ConfigError,
+    boolean,
+    bootstrap_servers,
+    choice,
+    database_url,
+    integer,
+    kafka_name,
+    networks,
+    origins,
+    readable_file,
+    seconds,
+    secrets_list,
+    setting,
+    text,
+    url,
+)
 
 
 @dataclass(frozen=True)
@@ -421,13 +216,6 @@ class ApiSettings:
     )
 
 
-def url(raw: str, name: str) -> str:
-    raw = raw.strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s]+$", raw):
-        raise ConfigError(f"{name}: {raw!r} is not an http(s)://host:port URL")
-    return raw
-
-
 @dataclass(frozen=True)
 class GatewaySettings:
     payments_url: str = setting(
@@ -509,59 +297,3 @@ class SecuritySettings:
     @property
     def auth_enabled(self) -> bool:
         return bool(self.auth_secrets)
-
-
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path = setting(lambda: Path(".hsepay"), "HSEPAY_DATA_DIR", path, "files of the embedded engines")
-    db: DatabaseSettings = section(DatabaseSettings)
-    kafka: KafkaSettings = section(KafkaSettings)
-    relay: RelaySettings = section(RelaySettings)
-    consumer: ConsumerSettings = section(ConsumerSettings)
-    saga: SagaSettings = section(SagaSettings)
-    api: ApiSettings = section(ApiSettings)
-    security: SecuritySettings = section(SecuritySettings)
-    gateway: GatewaySettings = section(GatewaySettings)
-    observability: ObservabilitySettings = section(ObservabilitySettings)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read every setting from `env` (default: the process environment)."""
-        return _load(cls, os.environ if env is None else env)
-
-    @classmethod
-    def documented(cls) -> list[tuple[str, Any, str]]:
-        """(variable, default, doc) of every setting, in declaration order."""
-        return [(s.env, default, s.doc) for s, default in _walk(cls) if s.env]
-
-    def with_overrides(self, **changes: object) -> Settings:
-        return replace(self, **changes)
-
-
-def _load(cls: type, env: Mapping[str, str]) -> Any:
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        if "section" in f.metadata:
-            values[f.name] = _load(f.metadata["section"], env)
-            continue
-        spec: Setting = f.metadata["setting"]
-        raw = env.get(spec.env) if spec.env else None
-        if raw is None or not raw.strip():
-            continue
-        values[f.name] = spec.parse(raw, spec.env) if spec.parse else raw
-    return cls(**values)
-
-
-def _walk(cls: type) -> Iterator[tuple[Setting, Any]]:
-    for f in fields(cls):
-        if "section" in f.metadata:
-            yield from _walk(f.metadata["section"])
-        else:
-            default = f.default_factory() if f.default_factory is not MISSING else f.default
-            yield f.metadata["setting"], default
-
-
-@functools.cache
-def get_settings() -> Settings:
-    """The process-wide settings, read from the environment on first use."""
-    return Settings.from_env()
