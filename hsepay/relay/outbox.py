@@ -126,9 +126,10 @@ class OutboxRelay:
                 except PublishFailed as exc:
                     self._record(exc.cause)
                     log.warning(
-                        "%s relay: publish failed (%s); re-sending the rest in %.1fs",
+                        "%s relay: publish failed (%s) at a message for topic %s; re-sending the rest in %.1fs",
                         self.name,
                         describe(exc.cause),
+                        exc.topic or "?",
                         backoff.delay,
                     )
                     if not await backoff.wait(stop):

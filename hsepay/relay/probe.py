@@ -203,7 +203,9 @@ def describe(
     what = "Tansu" if info.looks_like_tansu else "Kafka" if info.kafka_cluster_id else "Kafka-compatible broker"
     nodes = f"{info.broker_count} node{'s' if info.broker_count != 1 else ''}"
     where = f"{info.bootstrap_servers} ({origin})" if origin else info.bootstrap_servers
-    line = f"broker {where}: {what}, {nodes}, cluster {info.cluster_id}, controller {info.controller_id}; acks={acks}"
+    # No controller in the line: on a KRaft cluster the metadata names a random live broker as
+    # "controller" (clients never see the real quorum), a different one on every probe.
+    line = f"broker {where}: {what}, {nodes}, cluster {info.cluster_id}; acks={acks}"
     using = info.supports_idempotence if idempotence is None else idempotence
     if using:
         line += "; idempotence on"

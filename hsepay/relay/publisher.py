@@ -49,10 +49,11 @@ class Producer(Protocol):
 class PublishFailed(KafkaError):
     """A batch was not fully acknowledged; `acked` records from its start were."""
 
-    def __init__(self, acked: int, cause: BaseException) -> None:
+    def __init__(self, acked: int, cause: BaseException, topic: str | None = None) -> None:
         super().__init__(f"{acked} acknowledged, then {cause!r}")
         self.acked = acked
         self.cause = cause
+        self.topic = topic  # of the first unacknowledged record: what an operator looks for
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -114,7 +115,7 @@ class Publisher:
         if failure is None:
             failure = KafkaError("a send was refused")
         await self.discard(failure)
-        raise PublishFailed(acked, failure)
+        raise PublishFailed(acked, failure, records[acked].topic)
 
     async def _started(self) -> Producer:
         if self._producer is None:

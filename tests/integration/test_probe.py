@@ -25,7 +25,8 @@ ON_KAFKA = bool(os.environ.get("HSEPAY_TEST_KAFKA"))
 async def test_the_probe_says_what_the_broker_is_and_whether_it_gives_producer_ids(broker):
     info = await probe_broker(broker)
     again = await probe_broker(broker)  # connections warm: what a process pays at start-up
-    assert again == replace(info, elapsed_ms=again.elapsed_ms)
+    # KRaft answers a random live broker as "controller": it may differ from one probe to the next
+    assert again == replace(info, elapsed_ms=again.elapsed_ms, controller_id=again.controller_id)
     assert again.elapsed_ms < 2_000
     assert info.controller_id in info.node_ids
     line = describe(info, origin="test")
@@ -48,7 +49,7 @@ async def test_the_probe_says_what_the_broker_is_and_whether_it_gives_producer_i
         assert info.broker_count == 1
         assert info.supports_idempotence is False
         assert info.idempotence_refusal == "UnknownError"  # InitProducerId -> UNKNOWN_SERVER_ERROR (-1)
-        assert f": Tansu, 1 node, cluster tansu_cluster, controller {info.controller_id}; acks=all; " in line
+        assert ": Tansu, 1 node, cluster tansu_cluster; acks=all; " in line
         assert "idempotence off (the broker refuses InitProducerId: UnknownError)" in line
         use, warning = choose_idempotence(info, None)
         assert use is False and "refuses InitProducerId (UnknownError), as Tansu does" in warning
@@ -90,16 +91,21 @@ def test_a_broker_other_than_tansu_that_refuses_producer_ids_is_not_dropped_sile
     assert warning.startswith("idempotence OFF: the broker kafka-1:9092 refuses InitProducerId")
     assert "does not look like Tansu" in warning and "IdempotentWrite" in warning
     assert describe(info) == (
-        "broker kafka-1:9092: Kafka, 3 nodes, cluster 818EvJo6p6WSGBmxnPxc8A, controller 1; acks=all; "
+        "broker kafka-1:9092: Kafka, 3 nodes, cluster 818EvJo6p6WSGBmxnPxc8A; acks=all; "
         "idempotence off (the broker refuses InitProducerId: ClusterAuthorizationFailedError) [probe 12 ms]"
     )
     assert "idempotence on" in describe(info, idempotence=True)  # what a process that insists would say
 
 
-async def test_hsepay_kafka_alone_is_enough_whatever_the_broker(saga_environ, db_urls, engines, caplog):
+async def test_hsepay_kafka_alone_is_enough_whatever_the_broker(
+    saga_environ, db_urls, payments_engine, orders_engine, caplog
+):
     """HSEPAY_KAFKA without HSEPAY_KAFKA_IDEMPOTENCE: on (Apache Kafka) or off with a warning (Tansu,
     e.g. `hsepay broker` run on its own), said in one start-up line, and an order goes through."""
     environ = {k: v for k, v in saga_environ.items() if k != "HSEPAY_KAFKA_IDEMPOTENCE"}
+    # The per-test engines: they empty the outboxes, whose leftover rows from other tests name
+    # topics no broker has (Apache Kafka does not create topics on a produce; Tansu does).
+    engines = {"payments": payments_engine, "orders": orders_engine}
     rt = Runtime(settings=Settings.from_env(environ), db_urls=db_urls, engines=engines)
     with caplog.at_level(logging.INFO, logger="hsepay.bootstrap"):
         endpoint = await rt.connect_broker()
