@@ -30,7 +30,7 @@ from hsepay.bench.usage import Phase, measure
 from hsepay.config import Settings
 from hsepay.orders.events import payment_requested
 from hsepay.orders.tables import outbox
-from hsepay.relay.broker import BrokerConfig, ensure_topics
+from hsepay.relay.broker import BrokerConfig, ensure_topics, partition_offsets
 from hsepay.relay.store import enqueue
 
 __all__ = ["RelayResult", "relay"]
@@ -140,8 +140,8 @@ async def relay(settings: Settings, *, rows: int, timeout: float) -> RelayResult
         )
     finally:
         await asyncio.to_thread(stack.stop)
+        await scratch.close(rt)
         await rt.dispose()
-        scratch.close()
 
 
 async def _wait_active(url: str, timeout: float) -> None:
@@ -181,10 +181,12 @@ async def _read_back(broker: BrokerConfig, topic: str, ids: dict[uuid.UUID, int]
     seen: set[uuid.UUID] = set()
     facts = {"messages": 0, "duplicates": 0, "unknown": 0, "out_of_order": 0}
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        ends = {tp: end for tp, (end, _) in (await partition_offsets(broker, None, [topic])).items()}
+        partitions = sorted(ends)
+        if not partitions:
+            raise RuntimeError(f"topic {topic} has no partitions")
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         last: dict[TopicPartition, int] = {}
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
@@ -207,16 +209,6 @@ async def _read_back(broker: BrokerConfig, topic: str, ids: dict[uuid.UUID, int]
     facts["distinct"] = len(seen)
     facts["missing"] = len(ids) - len(seen)
     return facts
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return found
-        await consumer.topics()  # a metadata refresh
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic} has no partitions")
 
 
 def _problems(facts: dict[str, Any], rows: int) -> list[str]:

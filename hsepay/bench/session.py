@@ -80,8 +80,8 @@ class SagaSession:
             yield session
         finally:
             await asyncio.to_thread(stack.stop)
+            await scratch.close(rt)
             await rt.dispose()
-            scratch.close()
 
     @property
     def orders_url(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 
 from hsepay import embedded, migrate
 from hsepay.bench.usage import Tracked
@@ -36,6 +38,8 @@ from hsepay.relay.probe import describe as describe_broker
 from hsepay.scratch import scratch_databases
 
 __all__ = ["RoleSpec", "Scratch", "Stack", "relay_roles", "saga_roles"]
+
+log = logging.getLogger(__name__)
 
 # Settings the bench decides for its roles; the caller's other HSEPAY_* (batch sizes, pool sizes,
 # timeouts, ...) pass through, so that `HSEPAY_RELAY_BATCH=2000 hsepay bench relay` measures that.
@@ -115,10 +119,27 @@ class Scratch:
         }
         return Runtime(settings=settings, db_urls=urls)
 
-    def close(self) -> None:
-        """Stop the bench's own broker (the databases stay, for a look afterwards)."""
+    async def close(self, rt: Runtime) -> None:
+        """Stop the bench's own broker, or delete the run's topics from a configured one (best effort;
+        its consumer groups expire by themselves: aiokafka cannot delete groups). The databases stay,
+        for a look afterwards; the next run drops them."""
         if self.broker_home is not None:
-            embedded.stop_broker(self.broker_home)
+            await asyncio.to_thread(embedded.stop_broker, self.broker_home)
+            return
+        if rt.broker is None:
+            return
+        kafka = rt.settings.kafka
+        admin = AIOKafkaAdminClient(**rt.broker_config("orders").client_options())
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            topics = [t for t in (kafka.orders_topic, kafka.payment_status_topic) if t in existing]
+            if topics:
+                await admin.delete_topics(topics)
+        except Exception as exc:  # a cleanup never decides a run
+            log.info("bench: the run's topics were not deleted: %s", exc)
+        finally:
+            await admin.close()
 
     def tracked_engines(self) -> list[Tracked]:
         """The engines' processes the bench may account for: only those it started or owns."""
