@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from hsepay.bench.results import Chart, Context, Verdict, per_unit_ms
 from hsepay.bench.session import SagaSession, open_accounts
-from hsepay.bench.stats import rate_series, series_step
+from hsepay.bench.stats import progress_series, rate_series, series_step
 from hsepay.bench.usage import Phase, measure
 from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import orders
@@ -45,6 +45,9 @@ class DrainRun:
     failed: int
     phase: Phase
     series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Each stage's events per second over the drain."""
+    progress: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """How many events each stage had done by each moment of the drain."""
 
     @property
     def orders_per_s(self) -> float:
@@ -61,6 +64,7 @@ class DrainRun:
             "processes": self.phase.to_json(),
             "cpu_ms_per_order": per_unit_ms(self.phase, self.orders),
             "series": {name: [list(point) for point in points] for name, points in self.series.items()},
+            "progress": {name: [list(point) for point in points] for name, points in self.progress.items()},
         }
 
 
@@ -104,10 +108,18 @@ class DrainResult:
         return rows
 
     def charts(self) -> list[Chart]:
-        return [
-            Chart("series", f"Drain of {run.orders:,} orders: each stage per second", series=run.series)
-            for run in self.runs
-        ]
+        charts = []
+        for run in self.runs:
+            charts.append(Chart("series", f"Drain of {run.orders:,} orders: each stage per second", series=run.series))
+            charts.append(
+                Chart(
+                    "series",
+                    f"Drain of {run.orders:,} orders: done by each stage",
+                    series=run.progress,
+                    y_label="events",
+                )
+            )
+        return charts
 
     def processes(self) -> tuple[Phase, int, str]:
         last = self.runs[-1]
@@ -160,7 +172,7 @@ async def drain(session: SagaSession, *, orders_count: int, users: int, timeout:
             ).all()
         )
     finished = max(settled)
-    series = await _stages(session, committed, finished, settled)
+    series, progress = await _stages(session, committed, finished, settled)
     return DrainRun(
         orders=orders_count,
         write_s=write_s,
@@ -169,29 +181,32 @@ async def drain(session: SagaSession, *, orders_count: int, users: int, timeout:
         failed=counts.get("failed", 0),
         phase=phase,
         series=series,
+        progress=progress,
     )
 
 
 async def _stages(
     session: SagaSession, start: float, end: float, settled: list[float]
-) -> dict[str, list[tuple[float, float]]]:
-    """Each stage's events per second over the drain, from the timestamps the saga wrote."""
-    step = series_step(end - start)
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[tuple[float, float]]]]:
+    """Each stage's rate and progress over the drain, from the timestamps the saga wrote.
+
+    Stages work in batches (a relay round, a consumer's fetch), so the rate is taken over a sliding
+    window of about a fifteenth of the drain: bursts are smoothed, a stall still shows."""
+    duration = end - start
+    step = series_step(duration)
+    window = max(step, duration / 15)
 
     async def times(service: str, column) -> list[float]:
         async with session.rt.engine(service).connect() as conn:
             rows = await conn.execute(select(func.extract("epoch", column)).where(column >= func.to_timestamp(start)))
             return [float(t) for t in rows.scalars()]
 
-    return {
-        "order.created published (orders relay)": rate_series(
-            await times("orders", orders_outbox.c.sent_at), start, end, step
-        ),
-        "payments decided (payments consumer)": rate_series(
-            await times("payments", payment_decisions.c.decided_at), start, end, step
-        ),
-        "results published (payments relay)": rate_series(
-            await times("payments", payments_outbox.c.sent_at), start, end, step
-        ),
-        "orders final (orders consumer)": rate_series(settled, start, end, step),
+    stages = {
+        "order.created published (orders relay)": await times("orders", orders_outbox.c.sent_at),
+        "payments decided (payments consumer)": await times("payments", payment_decisions.c.decided_at),
+        "results published (payments relay)": await times("payments", payments_outbox.c.sent_at),
+        "orders final (orders consumer)": settled,
     }
+    rates = {name: rate_series(times, start, end, step, window) for name, times in stages.items()}
+    progress = {name: progress_series(times, start, end, step) for name, times in stages.items()}
+    return rates, progress

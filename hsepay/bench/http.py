@@ -119,7 +119,7 @@ class HttpResult:
             Chart("histogram", f"POST /orders latency at {self.connections} connections", histogram=self.latency),
             Chart(
                 "series",
-                "Answers and settled orders per second",
+                "Answers and settled orders per second (over the last second)",
                 series=self.series,
                 marks=[(self.warmup_s, "measured from here"), (self.warmup_s + self.duration_s, "load ends")],
             ),
@@ -208,7 +208,7 @@ async def http(
         clients=[c.to_json() for c in load.clients],
         series={
             "answers (client)": load.series(),
-            "orders final (orders database)": rate_series(settled, load.started_at, end, 0.1),
+            "orders final (orders database)": rate_series(settled, load.started_at, end, 0.25, window=1.0),
         },
         phase=phase,
         verdict=verdict,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hsepay.bench.httpclient import Connection, Endpoint, connect, encode_post
-from hsepay.bench.stats import Histogram
+from hsepay.bench.stats import Histogram, rate_series
 
 __all__ = ["LoadResult", "generate_load"]
 
@@ -228,13 +228,12 @@ class LoadResult:
     def client_cpu_s(self) -> float:
         return sum(client.cpu_window_s for client in self.clients)
 
-    def series(self) -> list[tuple[float, float]]:
-        """(seconds since go, answers per second) per tick, warm-up included."""
+    def series(self, step: float = 0.25, window: float = 1.0) -> list[tuple[float, float]]:
+        """(seconds since go, answers per second over the last `window` seconds), warm-up included."""
         if not self.ticks:
             return []
-        first = int(self.started_at / TICK)
-        last = max(self.ticks)
-        return [(round((tick - first) * TICK, 2), self.ticks.get(tick, 0) / TICK) for tick in range(first, last + 1)]
+        times = [tick * TICK + TICK / 2 for tick, count in self.ticks.items() for _ in range(count)]
+        return rate_series(times, self.started_at, max(times), step, window)
 
 
 async def generate_load(

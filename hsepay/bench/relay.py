@@ -135,7 +135,15 @@ async def relay(settings: Settings, *, rows: int, timeout: float) -> RelayResult
             batch_size=rt.settings.relay.batch_size,
             phase=phase,
             verdict=Verdict(ok=not problems, problems=problems, audit=facts, notes=notes),
-            series={"rows marked sent": rate_series(sent, committed, finished, series_step(finished - committed))},
+            series={
+                "rows marked sent": rate_series(
+                    sent,
+                    committed,
+                    finished,
+                    series_step(finished - committed),
+                    window=(finished - committed) / 15,
+                )
+            },
             ready_s=stack.ready_s,
         )
     finally:

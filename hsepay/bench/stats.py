@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["Histogram", "rate_series", "series_step"]
+__all__ = ["Histogram", "progress_series", "rate_series", "series_step"]
 
 _GROWTH = 1.01
 _LOG_GROWTH = math.log(_GROWTH)
@@ -130,15 +130,35 @@ def _middle(index: int) -> float:
     return _FLOOR * _GROWTH ** (index - 0.5)
 
 
-def rate_series(times: Iterable[float], start: float, end: float, step: float) -> list[tuple[float, float]]:
-    """Events per second in consecutive `step`-second windows from `start` to `end`: (window start
-    relative to `start`, rate). Events outside the span are ignored."""
-    slots = max(1, math.ceil((end - start) / step - 1e-9))
-    counts = [0] * slots
-    for at in times:
-        if start <= at <= end:
-            counts[min(slots - 1, int((at - start) / step))] += 1
-    return [(round(i * step, 3), round(n / step, 1)) for i, n in enumerate(counts)]
+def rate_series(
+    times: Iterable[float], start: float, end: float, step: float, window: float | None = None
+) -> list[tuple[float, float]]:
+    """Events per second every `step` seconds from `start` to `end`, each over the `window` seconds
+    before it (default: `step`; a longer window smooths the bursts of batched work): (seconds since
+    `start`, rate). Events outside the span are ignored."""
+    window = max(window or step, step)
+    ordered = sorted(t for t in times if start <= t <= end)
+    points, low, high = [], 0, 0
+    for k in range(1, max(1, math.ceil((end - start) / step - 1e-9)) + 1):
+        at = start + k * step
+        while high < len(ordered) and ordered[high] <= at:
+            high += 1
+        while low < high and ordered[low] < at - window:
+            low += 1
+        points.append((round(k * step, 3), round((high - low) / min(window, k * step), 1)))
+    return points
+
+
+def progress_series(times: Iterable[float], start: float, end: float, step: float) -> list[tuple[float, float]]:
+    """How many events happened by each `step` from `start` to `end`: (seconds since `start`, count)."""
+    ordered = sorted(times)
+    points, seen = [(0.0, float(sum(1 for t in ordered if t <= start)))], 0
+    for k in range(1, max(1, math.ceil((end - start) / step - 1e-9)) + 1):
+        at = start + k * step
+        while seen < len(ordered) and ordered[seen] <= at:
+            seen += 1
+        points.append((round(k * step, 3), float(seen)))
+    return points
 
 
 def series_step(duration: float, points: int = 120) -> float:

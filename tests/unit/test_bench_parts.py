@@ -10,7 +10,7 @@ import pytest
 from hsepay.bench.http import HttpResult
 from hsepay.bench.httpclient import Endpoint, Pool, ProtocolError, encode_post, parse_response
 from hsepay.bench.results import Chart, Context, Verdict
-from hsepay.bench.stats import Histogram, rate_series
+from hsepay.bench.stats import Histogram, progress_series, rate_series
 from hsepay.bench.svg import histogram_svg, series_svg
 
 
@@ -89,9 +89,12 @@ def test_histogram_percentiles_are_within_one_percent_and_histograms_merge():
     assert Histogram.of([0.01]).summary_ms()["p99_ms"] == 10.0
 
 
-def test_rate_series_counts_events_per_window():
-    series = rate_series([10.0, 10.05, 10.15, 10.95, 11.0, 12.5], start=10.0, end=11.0, step=0.5)
-    assert series == [(0.0, 6.0), (0.5, 4.0)]  # 3 then 2 events per half second (11.0 is the end); 12.5 is outside
+def test_rate_series_counts_events_per_window_and_progress_adds_them_up():
+    events = [10.0, 10.05, 10.15, 10.95, 11.0, 12.5]
+    assert rate_series(events, start=10.0, end=11.0, step=0.5) == [(0.5, 6.0), (1.0, 4.0)]  # 12.5 is outside
+    # a 1-second window smooths: 5 events in the last second (the first point sees only its half second)
+    assert rate_series(events, start=10.0, end=11.0, step=0.5, window=1.0) == [(0.5, 6.0), (1.0, 5.0)]
+    assert progress_series(events, start=10.0, end=11.0, step=0.5) == [(0.0, 1.0), (0.5, 3.0), (1.0, 5.0)]
 
 
 def test_charts_are_svg_with_bars_lines_and_marks():
