@@ -155,7 +155,7 @@ async def drain(session: SagaSession, *, orders_count: int, users: int, timeout:
             await transaction.commit()
             write_s = loop.time() - began
             committed = await session.db_now()
-            await session.wait_all_final(timeout)
+            await session.wait_all_final(timeout, interval=0.1)
     session.orders_placed += orders_count
     async with rt.engine("orders").connect() as conn:
         settled = (

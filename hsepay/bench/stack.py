@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy.engine import make_url
 
 from hsepay import embedded, migrate
 from hsepay.bench.usage import Tracked
@@ -142,16 +144,29 @@ class Scratch:
             await admin.close()
 
     def tracked_engines(self) -> list[Tracked]:
-        """The engines' processes the bench may account for: only those it started or owns."""
+        """The engines' processes whose CPU the bench can see: the embedded ones, and configured ones
+        that listen on this machine (as far as this user may look). Their CPU includes any other work
+        they do meanwhile, which the report says."""
         found = []
         if self.broker_home is not None:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 pid = int(json.loads((self.broker_home / "broker.json").read_text())["pid"])
                 found.append(Tracked("broker (embedded)", pid))
+        else:
+            for address in self.environ["HSEPAY_KAFKA"].split(","):
+                host, _, port = address.strip().rpartition(":")
+                pid = _local_listener(host, int(port)) if port.isdigit() else None
+                if pid is not None:
+                    found.append(Tracked(f"broker (pid {pid}, {address.strip()})", pid))
         if self.embedded_postgres is not None:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 pid = int((self.embedded_postgres / "pg" / "postmaster.pid").read_text().split()[0])
                 found.append(Tracked("postgres (embedded, every backend)", pid, with_children=True))
+        else:
+            url = make_url(self.environ["HSEPAY_ORDERS_DB"])
+            pid = _local_listener(url.host or "", url.port or 5432)
+            if pid is not None:
+                found.append(Tracked(f"postgres (pid {pid}, every backend)", pid, with_children=True))
         return found
 
 
@@ -262,6 +277,17 @@ class Stack:
 
     def stop(self) -> dict[str, int | None]:
         return self.roles.stop_all()
+
+
+def _local_listener(host: str, port: int) -> int | None:
+    """The pid listening on a loopback `host:port`, if this user may see it."""
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        return None
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return conn.pid
+    return None
 
 
 def _tail(text: str, lines: int = 5) -> str:
