@@ -22,7 +22,7 @@ from hsepay.bench.loadgen import LoadResult, generate_load
 from hsepay.bench.results import Chart, Context, Verdict, per_unit_ms
 from hsepay.bench.session import SagaSession
 from hsepay.bench.stats import Histogram, rate_series
-from hsepay.bench.usage import Phase, measure
+from hsepay.bench.usage import Phase, ProcessFigures, measure
 from hsepay.orders.tables import orders
 
 __all__ = ["HttpResult", "http", "http_external"]
@@ -176,6 +176,10 @@ async def http(
             duration=duration,
         )
     load_ended = time.time()
+    phase.processes += [
+        ProcessFigures(f"load client {i + 1} ({c.connections} connections)", c.pid, c.cpu_load_s, c.max_rss_mb)
+        for i, c in enumerate(load.clients)
+    ]
     problems = []
     try:
         drain_s = round(await session.wait_all_final(settle_timeout), 2)

@@ -116,6 +116,7 @@ class ClosedLoop:
 
     async def run(self, warmup: float, duration: float) -> dict[str, Any]:
         watchdog = asyncio.create_task(self._watch_timeouts())
+        cpu_load_began = time.process_time()
         for conn in list(self.conns):
             self.fire(conn)
         await asyncio.sleep(warmup)
@@ -138,8 +139,9 @@ class ClosedLoop:
             "connections": self.opened,
             "window_s": window,
             "cpu_window_s": cpu_window,
+            "cpu_load_s": time.process_time() - cpu_load_began,
             "cpu_total_s": usage.ru_utime + usage.ru_stime,
-            "max_rss_kb": usage.ru_maxrss,
+            "max_rss_kb": _peak_rss_kb(usage),
             "histogram": self.histogram.to_json(),
             "statuses": dict(self.statuses),
             "statuses_total": dict(self.statuses_total),
@@ -149,6 +151,19 @@ class ClosedLoop:
             "reconnects": self.reconnects,
             "unfinished": unfinished,
         }
+
+
+def _peak_rss_kb(usage: resource.struct_rusage) -> int:
+    """This process's peak resident memory. /proc's VmHWM where there is one: Linux keeps ru_maxrss
+    across exec, so it would report the forking parent's size, not this client's."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return usage.ru_maxrss
 
 
 def _say(message: Mapping[str, Any]) -> None:
@@ -184,7 +199,11 @@ class ClientProcess:
     pid: int
     connections: int
     cpu_window_s: float
+    """CPU seconds over the measured window."""
+    cpu_load_s: float
+    """CPU seconds from `go` until the last answer (warm-up included), as the servers' are counted."""
     cpu_total_s: float
+    """CPU seconds of the whole process (start-up and connecting included)."""
     max_rss_mb: float
 
     def to_json(self) -> dict[str, Any]:
@@ -192,6 +211,7 @@ class ClientProcess:
             "pid": self.pid,
             "connections": self.connections,
             "cpu_window_s": round(self.cpu_window_s, 3),
+            "cpu_load_s": round(self.cpu_load_s, 3),
             "cpu_total_s": round(self.cpu_total_s, 3),
             "max_rss_mb": round(self.max_rss_mb, 1),
         }
@@ -320,7 +340,9 @@ def _merge(results: Sequence[Mapping[str, Any]], connections: int, started_at: f
         merged.reconnects += r["reconnects"]
         merged.unfinished += r["unfinished"]
         merged.clients.append(
-            ClientProcess(r["pid"], r["connections"], r["cpu_window_s"], r["cpu_total_s"], r["max_rss_kb"] / 1024)
+            ClientProcess(
+                r["pid"], r["connections"], r["cpu_window_s"], r["cpu_load_s"], r["cpu_total_s"], r["max_rss_kb"] / 1024
+            )
         )
     return merged
 
