@@ -74,6 +74,8 @@ def _run(body) -> Any:
 
     try:
         return execute(guarded)
+    except typer.Exit:  # already reported (a RuntimeError too, for click)
+        raise
     except (TimeoutError, RuntimeError) as exc:
         raise fail(f"bench failed: {exc}", EXIT_DOMAIN) from None
 
