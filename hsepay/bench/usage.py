@@ -25,6 +25,8 @@ class Tracked:
     pid: int
     with_children: bool = False
     """Count the process's children too (PostgreSQL's backends)."""
+    since_start: bool = False
+    """Count everything since the process started (one started inside the phase: its start-up counts)."""
 
 
 @dataclass
@@ -94,7 +96,7 @@ def measure(tracked: Iterable[Tracked], *, include_self: str | None = "bench (th
     import time
 
     tracked = list(tracked)
-    before = {t: _cpu(t) for t in tracked}
+    before = {t: 0.0 if t.since_start else _cpu(t) for t in tracked}
     self_before = _self_cpu()
     began = time.monotonic()
     phase = Phase()

@@ -284,12 +284,17 @@ def http(
 @app.command()
 def relay(
     rows: Annotated[int, typer.Option(min=1, max=10_000_000, help="Outbox rows to relay.")] = 100_000,
+    cold: Annotated[
+        bool,
+        typer.Option("--cold", help="Fill the outbox first, then start the relay: its start-up is in the figure."),
+    ] = False,
     timeout: TimeoutOption = 600,
     as_json: JsonOption = False,
     report: ReportOption = None,
 ) -> None:
     """The outbox relay alone: N rows appear at once before one idle `hsepay relay`; time until all
-    are acknowledged and marked sent (events/s); then the topic is read back and checked.
+    are acknowledged and marked sent (events/s); then the topic is read back and checked. With
+    --cold the rows are written with no relay running and the clock starts as it is spawned.
 
     Example: HSEPAY_RELAY_BATCH=2000 hsepay bench relay --rows 100000
     """
@@ -298,6 +303,6 @@ def relay(
     async def body():
         from hsepay.bench.relay import relay as run_relay
 
-        return [await run_relay(settings, rows=rows, timeout=timeout)]
+        return [await run_relay(settings, rows=rows, timeout=timeout, cold=cold)]
 
     _show(_run(body), as_json, report)
