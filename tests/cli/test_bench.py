@@ -126,6 +126,17 @@ def test_http_with_tokens(bench_env):
     assert figures["orders_in_database"] == figures["statuses_total"]["202"]
 
 
+def test_relay_started_cold_relays_every_row_once_and_in_order(bench_env):
+    figures = _invoke("relay", "--cold", "--rows", "500")
+
+    assert figures["ok"] is True and figures["rows"] == 500 and figures["events_per_s"] > 0
+    facts = figures["verdict"]["audit"]
+    assert (facts["distinct"], facts["missing"], facts["out_of_order"]) == (500, 0, 0)
+    assert "start-up timed" in figures["context"]["layout"]
+    # counted from the process's birth: its imports alone take a good part of a CPU second
+    assert _processes(figures)["relay-orders"]["cpu_s"] > 0.2
+
+
 def test_http_against_any_target_is_not_audited(bench_env):
     """--target loads another server with the same client (here a stand-in answering 202)."""
     loop = asyncio.new_event_loop()
