@@ -22,8 +22,12 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def bench_env(monkeypatch, data_dir, broker):
+def bench_env(request, monkeypatch, data_dir, broker):
     """The test's engines (HSEPAY_TEST_DB / HSEPAY_TEST_KAFKA or the embedded ones), nothing of the caller's."""
+    if not os.environ.get("HSEPAY_TEST_DB"):
+        # The bench uses the embedded server of data_dir: the session's own, which stops it at the end
+        # (started by the bench alone, it would outlive the run and its deleted directory).
+        request.getfixturevalue("pg_server")
     for name in [k for k in os.environ if k.startswith("HSEPAY_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("HSEPAY_DATA_DIR", str(data_dir))
