@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from hsepay.commands import account, db, inbox, order, outbox, token
+from hsepay.commands import account, bench, db, inbox, order, outbox, token
 from hsepay.commands.audit import audit
-from hsepay.commands.bench import bench
 from hsepay.commands.chaos import chaos
 from hsepay.commands.engines import broker, stop
 from hsepay.commands.serve import serve
@@ -29,7 +28,7 @@ app.command()(consume)
 app.command()(broker)
 app.command()(stop)
 app.command()(audit)
-app.command()(bench)
+app.add_typer(bench.app, name="bench")
 app.command()(chaos)
 app.add_typer(db.app, name="db")
 app.add_typer(account.app, name="account")

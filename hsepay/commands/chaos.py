@@ -9,8 +9,6 @@ from typing import Annotated
 
 import psycopg
 import typer
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from hsepay import embedded, registry
 from hsepay.chaos import (
@@ -35,7 +33,7 @@ from hsepay.commands.common import (
     print_json,
 )
 from hsepay.config import ConfigError, get_settings
-from hsepay.relay.leadership import libpq_conninfo
+from hsepay.scratch import scratch_databases
 
 
 def _free_port() -> int:
@@ -47,21 +45,8 @@ def _free_port() -> int:
 def _scratch_databases(settings, work_dir: Path, seed: int) -> tuple[dict[str, str], EmbeddedPostgres | None]:
     """Fresh databases for the run: on the configured servers, or on a private embedded server."""
     names = {spec.name: f"hsepay_chaos_{seed}_{spec.name}" for spec in registry.with_database()}
-    configured = {spec.name: settings.db.url_of(spec.database.variable) for spec in registry.with_database()}
-    private = None
-    if not all(configured.values()):
-        private = EmbeddedPostgres(work_dir / "pg-home")
-        server = embedded.ensure_postgres(private.data_dir)
-        configured = {name: server for name in names}
-    urls = {}
-    for service, name in names.items():
-        base = make_url(configured[service])
-        maintenance = libpq_conninfo(base.set(database="postgres").render_as_string(hide_password=False))
-        with psycopg.connect(maintenance, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        urls[service] = base.set(database=name).render_as_string(hide_password=False)
-    return urls, private
+    urls, home = scratch_databases(settings, names, work_dir / "pg-home")
+    return urls, EmbeddedPostgres(home) if home is not None else None
 
 
 def chaos(

@@ -1,0 +1,116 @@
+"""CPU seconds and peak memory of the processes of a run, per measured phase.
+
+CPU comes from the kernel's accounting (user + system time), so it is exact however loaded the
+box is; CPU per order is the figure to trust on a shared machine, where wall-clock rates are
+noisy. Peak memory is the kernel's high-water mark of resident memory (VmHWM), not a sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+__all__ = ["Phase", "ProcessFigures", "Tracked", "measure"]
+
+
+@dataclass(frozen=True)
+class Tracked:
+    name: str
+    pid: int
+    with_children: bool = False
+    """Count the process's children too (PostgreSQL's backends)."""
+    since_start: bool = False
+    """Count everything since the process started (one started inside the phase: its start-up counts)."""
+
+
+@dataclass
+class ProcessFigures:
+    name: str
+    pid: int
+    cpu_s: float
+    max_rss_mb: float | None
+    """Peak resident memory over the process's life (None where it cannot be read, or is shared)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "cpu_s": round(self.cpu_s, 3),
+            "max_rss_mb": None if self.max_rss_mb is None else round(self.max_rss_mb, 1),
+        }
+
+
+def _cpu(tracked: Tracked) -> float | None:
+    try:
+        proc = psutil.Process(tracked.pid)
+        procs = [proc, *proc.children(recursive=True)] if tracked.with_children else [proc]
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = p.cpu_times()
+                total += times.user + times.system
+        return total
+    except psutil.Error:
+        return None
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    """VmHWM from /proc (Linux); elsewhere the current RSS."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115 - tiny read
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).memory_info().rss / 2**20
+    return None
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Phase:
+    """What each tracked process spent between the start and the end of a `measure` block."""
+
+    processes: list[ProcessFigures] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [p.to_json() for p in self.processes]
+
+    def cpu_of(self, prefix: str) -> float:
+        return sum(p.cpu_s for p in self.processes if p.name.startswith(prefix))
+
+
+@contextlib.contextmanager
+def measure(tracked: Iterable[Tracked], *, include_self: str | None = "bench (this process)") -> Iterator[Phase]:
+    """CPU used inside the block by each tracked process (and this one), and each one's peak RSS."""
+    import time
+
+    tracked = list(tracked)
+    before = {t: 0.0 if t.since_start else _cpu(t) for t in tracked}
+    self_before = _self_cpu()
+    began = time.monotonic()
+    phase = Phase()
+    try:
+        yield phase
+    finally:
+        phase.seconds = time.monotonic() - began
+        for t in tracked:
+            start, end = before[t], _cpu(t)
+            if start is None or end is None:
+                continue
+            rss = None if t.with_children else _peak_rss_mb(t.pid)
+            phase.processes.append(ProcessFigures(t.name, t.pid, end - start, rss))
+        if include_self:
+            phase.processes.append(
+                ProcessFigures(include_self, os.getpid(), _self_cpu() - self_before, _peak_rss_mb(os.getpid()))
+            )
