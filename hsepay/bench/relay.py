@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -26,7 +26,7 @@ from sqlalchemy import exists, func, select
 from hsepay.bench.results import Chart, Context, Verdict, per_unit_ms
 from hsepay.bench.stack import Scratch, Stack, describe_engines, relay_roles
 from hsepay.bench.stats import rate_series, series_step
-from hsepay.bench.usage import Phase, Tracked, measure
+from hsepay.bench.usage import Phase, measure
 from hsepay.config import Settings
 from hsepay.orders.events import payment_requested
 from hsepay.orders.tables import outbox
@@ -122,7 +122,7 @@ async def relay(settings: Settings, *, rows: int, timeout: float, cold: bool = F
                 fill_s = loop.time() - began
                 committed = await _db_now(conn)  # the clock starts as the process is spawned
                 stack.roles.start_all()
-                born = [Tracked(t.name, t.pid, since_start=True) for t in stack.tracked()]
+                born = [replace(t, since_start=True) for t in stack.tracked()]
                 with measure(born + scratch.tracked_engines()) as phase:
                     await _wait_sent(conn, timeout)
             else:

@@ -161,12 +161,12 @@ class Scratch:
         if self.embedded_postgres is not None:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 pid = int((self.embedded_postgres / "pg" / "postmaster.pid").read_text().split()[0])
-                found.append(Tracked("postgres (embedded, every backend)", pid, with_children=True))
+                found.append(Tracked("postgres (embedded, every backend)", pid, with_children=True, own_memory=False))
         else:
             url = make_url(self.environ["HSEPAY_ORDERS_DB"])
             pid = _local_listener(url.host or "", url.port or 5432)
             if pid is not None:
-                found.append(Tracked(f"postgres (pid {pid}, every backend)", pid, with_children=True))
+                found.append(Tracked(f"postgres (pid {pid}, every backend)", pid, with_children=True, own_memory=False))
         return found
 
 
@@ -270,7 +270,8 @@ class Stack:
                 await asyncio.sleep(0.05)
 
     def tracked(self) -> list[Tracked]:
-        return [Tracked(name, role.pid) for name, role in self.roles.roles.items() if role.pid]
+        # with_children: `hsepay serve` runs its API in granian worker processes under it
+        return [Tracked(name, role.pid, with_children=True) for name, role in self.roles.roles.items() if role.pid]
 
     def died(self) -> dict[str, int | None]:
         return {name: self.roles.roles[name].proc.returncode for name in self.roles.dead()}

@@ -24,7 +24,9 @@ class Tracked:
     name: str
     pid: int
     with_children: bool = False
-    """Count the process's children too (PostgreSQL's backends)."""
+    """Count the process's children too (PostgreSQL's backends, `hsepay serve`'s granian workers)."""
+    own_memory: bool = True
+    """Its peak RSS means something (PostgreSQL's backends all count the shared buffers: no)."""
     since_start: bool = False
     """Count everything since the process started (one started inside the phase: its start-up counts)."""
 
@@ -46,18 +48,32 @@ class ProcessFigures:
         }
 
 
+def _tree(tracked: Tracked) -> list[psutil.Process]:
+    proc = psutil.Process(tracked.pid)
+    return [proc, *proc.children(recursive=True)] if tracked.with_children else [proc]
+
+
 def _cpu(tracked: Tracked) -> float | None:
     try:
-        proc = psutil.Process(tracked.pid)
-        procs = [proc, *proc.children(recursive=True)] if tracked.with_children else [proc]
         total = 0.0
-        for p in procs:
+        for p in _tree(tracked):
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = p.cpu_times()
                 total += times.user + times.system
         return total
     except psutil.Error:
         return None
+
+
+def _peak_rss_of(tracked: Tracked) -> float | None:
+    """The largest peak RSS of the process and (with children) of each process under it."""
+    if not tracked.own_memory:
+        return None
+    try:
+        peaks = [_peak_rss_mb(p.pid) for p in _tree(tracked)]
+    except psutil.Error:
+        return None
+    return max((peak for peak in peaks if peak is not None), default=None)
 
 
 def _peak_rss_mb(pid: int) -> float | None:
@@ -108,8 +124,7 @@ def measure(tracked: Iterable[Tracked], *, include_self: str | None = "bench (th
             start, end = before[t], _cpu(t)
             if start is None or end is None:
                 continue
-            rss = None if t.with_children else _peak_rss_mb(t.pid)
-            phase.processes.append(ProcessFigures(t.name, t.pid, end - start, rss))
+            phase.processes.append(ProcessFigures(t.name, t.pid, end - start, _peak_rss_of(t)))
         if include_self:
             phase.processes.append(
                 ProcessFigures(include_self, os.getpid(), _self_cpu() - self_before, _peak_rss_mb(os.getpid()))

@@ -119,6 +119,7 @@ class OutboxRelay:
         publisher = Publisher(self.producer_factory, delivery_timeout=self.broker.delivery_timeout)
         backoff = Backoff(self.max_backoff)
         try:
+            await publisher.warm_up()
             while not stop.is_set():
                 try:
                     sent = await self.publish_batch(publisher, lead)

@@ -117,6 +117,14 @@ class Publisher:
         await self.discard(failure)
         raise PublishFailed(acked, failure, records[acked].topic)
 
+    async def warm_up(self) -> None:
+        """Start the producer now (connections, and a producer id when idempotent), so that the first
+        publish does not pay for it; a failure here is left for the first publish to meet."""
+        try:
+            await self._started()
+        except Exception as exc:
+            await self.discard(exc)
+
     async def _started(self) -> Producer:
         if self._producer is None:
             producer = self.factory()
