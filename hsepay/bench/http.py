@@ -55,6 +55,28 @@ class HttpResult:
     drain_after_s: float | None = None
     """Seconds from the end of the load until every accepted order was final."""
 
+    @classmethod
+    def of_load(
+        cls, load: Any, *, context: Context, target: str, connections: int, warmup: float, **rest: Any
+    ) -> HttpResult:
+        """The figures `generate_load` measured, with what the caller adds (`rest`)."""
+        return cls(
+            context=context,
+            target=target,
+            connections=connections,
+            warmup_s=warmup,
+            duration_s=load.window_s,
+            rate=load.rate,
+            latency=load.histogram,
+            statuses=dict(load.statuses),
+            statuses_total=dict(load.statuses_total),
+            errors=dict(load.errors),
+            errors_total=dict(load.errors_total),
+            clients=[c.to_json() for c in load.clients],
+            requests=load.requests,
+            **rest,
+        )
+
     @property
     def client_cpu_s(self) -> float:
         return sum(c["cpu_window_s"] for c in self.clients)
@@ -197,26 +219,18 @@ async def http(
     settled = await _settled_times(session, load.started_at)
     end = max([load_ended, *settled])
     context.finish()
-    return HttpResult(
+    return HttpResult.of_load(
+        load,
         context=context,
         target=f"{session.orders_url}/orders ({session.layout})",
         connections=connections,
-        warmup_s=warmup,
-        duration_s=load.window_s,
-        rate=load.rate,
-        latency=load.histogram,
-        statuses=dict(load.statuses),
-        statuses_total=dict(load.statuses_total),
-        errors=dict(load.errors),
-        errors_total=dict(load.errors_total),
-        clients=[c.to_json() for c in load.clients],
+        warmup=warmup,
         series={
             "answers (client)": load.series(),
             "orders final (orders database)": rate_series(settled, load.started_at, end, 0.25, window=1.0),
         },
         phase=phase,
         verdict=verdict,
-        requests=load.requests,
         ready_s=session.stack.ready_s,
         orders_accepted=accepted,
         orders_in_database=in_database,
@@ -245,23 +259,15 @@ async def http_external(
     )
     context.finish()
     verdict = Verdict(ok=True, notes=["external target: not audited", *_notes(load)])
-    return HttpResult(
+    return HttpResult.of_load(
+        load,
         context=context,
         target=url,
         connections=connections,
-        warmup_s=warmup,
-        duration_s=load.window_s,
-        rate=load.rate,
-        latency=load.histogram,
-        statuses=dict(load.statuses),
-        statuses_total=dict(load.statuses_total),
-        errors=dict(load.errors),
-        errors_total=dict(load.errors_total),
-        clients=[c.to_json() for c in load.clients],
+        warmup=warmup,
         series={"answers (client)": load.series()},
         phase=None,
         verdict=verdict,
-        requests=load.requests,
     )
 
 

@@ -8,6 +8,7 @@ process reports the CPU it used, so a reader can tell whether the client was the
 Parent side: `generate_load` starts `python -m hsepay.bench.loadgen` once per process, hands each
 its spec as one JSON line on stdin, waits until every one has its connections open, says `go` to
 all, and merges their results. Child side (`main`): standard library only, so it starts fast.
+(Over 300 lines: both sides of one small protocol, kept in one file so they cannot drift apart.)
 """
 
 from __future__ import annotations

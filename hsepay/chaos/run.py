@@ -2,7 +2,8 @@
 
 The verdict holds only if every intended order was accepted exactly once and reached a final
 status within `settle_timeout` seconds of the last fault, no request got a 500 or hung, and the
-money audit is clean (no double debit, conservation exact).
+money audit is clean (no double debit, conservation exact). (A little over 300 lines: one run's
+steps in order, read top to bottom; the roles, faults, load and verdict are modules of their own.)
 """
 
 from __future__ import annotations

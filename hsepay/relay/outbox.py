@@ -119,7 +119,8 @@ class OutboxRelay:
         publisher = Publisher(self.producer_factory, delivery_timeout=self.broker.delivery_timeout)
         backoff = Backoff(self.max_backoff)
         try:
-            await publisher.warm_up()
+            async with lead.heartbeat():  # a slow broker must not cost the lock (idle session timeout)
+                await publisher.warm_up()
             while not stop.is_set():
                 try:
                     sent = await self.publish_batch(publisher, lead)
