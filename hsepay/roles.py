@@ -156,9 +156,10 @@ def serve_api_processes(spec: ServiceSpec, *, host: str, port: int, workers: int
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 
-    from hsepay.api.asgi import SERVICE_VARIABLE
+    from hsepay.api.asgi import PARENT_VARIABLE, SERVICE_VARIABLE
 
     os.environ[SERVICE_VARIABLE] = spec.name
+    os.environ[PARENT_VARIABLE] = str(os.getpid())  # its workers end with it (hsepay.api.asgi)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # One /metrics for all the workers of this port (prometheus-client's multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"hsepay-{spec.name}-metrics-")

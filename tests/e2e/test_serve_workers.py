@@ -79,3 +79,24 @@ def _children(pid: int) -> list[str]:
     import psutil
 
     return [f"{child.pid} {child.name()}" for child in psutil.Process(pid).children()]
+
+
+def test_a_kill_9_of_hsepay_serve_takes_its_workers_with_it(hsepay_env):
+    """An orphaned worker would keep the port and answer, supervised by no one (CI found one left
+    behind for every kill of an API role); the workers ask Linux to end them with their parent."""
+    import psutil
+
+    port = free_port()
+    with running(
+        ["serve", "orders", "--port", str(port), "--insecure-no-auth", "--workers", "2"],
+        hsepay_env,
+        [f"http://127.0.0.1:{port}/health/live"],
+    ) as proc:
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2, workers
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers outlived hsepay serve: {alive}"
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the port"
