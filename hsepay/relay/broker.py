@@ -227,13 +227,7 @@ async def partition_offsets(
     config: BrokerConfig, group_id: str | None, topics: Iterable[str]
 ) -> dict[TopicPartition, tuple[int, int | None]]:
     """(end offset, offset committed by `group_id` or None) of every partition of the existing `topics`."""
-    admin = _admin(config)
-    await admin.start()
-    try:
-        described = await _describe_existing(admin, topics)
-    finally:
-        await admin.close()
-    tps = [TopicPartition(topic, p["partition"]) for topic, t in described.items() for p in t.get("partitions") or []]
+    tps = await partitions_of(config, topics)
     if not tps:
         return {}
     # Committed offsets through a consumer of the group that never joins it: Tansu does not answer
@@ -242,7 +236,7 @@ async def partition_offsets(
     await consumer.start()
     try:
         ends = await consumer.end_offsets(tps)
-        return {tp: (ends[tp], await consumer.committed(tp) if group_id else None) for tp in sorted(tps)}
+        return {tp: (ends[tp], await consumer.committed(tp) if group_id else None) for tp in tps}
     finally:
         await consumer.stop()
 

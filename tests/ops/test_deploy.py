@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import httpx
 import yaml
 
 from hsepay.observability import catalog
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, running
 from tests.ops.conftest import binary
 
 ROOT = Path(__file__).parents[2]
@@ -135,7 +134,7 @@ def test_each_roles_entry_command_runs_here(saga_environ):
                 if variable.startswith("HSEPAY_GATEWAY_"):
                     upstream = "payments-api" if "PAYMENTS" in variable else "orders-api"
                     env[variable] = f"http://127.0.0.1:{api_ports[upstream]}"
-            procs[name] = stack.enter_context(started(_local(service["command"], ports), env))
+            procs[name] = stack.enter_context(running(_local(service["command"], ports), env, []))
         deadline = time.monotonic() + 120
         waiting = {name: url for name, _, _, url in planned}
         while waiting:  # all at once: consumers joining their groups take the longest
@@ -148,22 +147,6 @@ def test_each_roles_entry_command_runs_here(saga_environ):
             time.sleep(0.2)
         gateway_ready = httpx.get(f"http://127.0.0.1:{api_ports['gateway']}/health/ready").json()
         assert gateway_ready["checks"]["upstreams"] == {"ready": True, "payments": "ok", "orders": "ok"}
-
-
-@contextlib.contextmanager
-def started(args: list[str], env: dict[str, str]):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hsepay.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_dashboard_is_grafana_json_and_every_query_names_exported_metrics():
