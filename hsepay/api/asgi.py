@@ -8,10 +8,10 @@ group commit and its own logging, from the same HSEPAY_* environment as the pare
 from __future__ import annotations
 
 import os
-import signal
-import sys
 
 from litestar import Litestar
+
+from hsepay.lifetime import die_with
 
 __all__ = ["PARENT_VARIABLE", "SERVICE_VARIABLE", "application"]
 
@@ -20,30 +20,11 @@ SERVICE_VARIABLE = "HSEPAY_SERVE_SERVICE"
 PARENT_VARIABLE = "HSEPAY_SERVE_PID"
 """The pid of the `hsepay serve` process whose workers these are."""
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _end_with_parent() -> None:
-    """Ask Linux to end this worker when `hsepay serve` dies, even by SIGKILL.
-
-    Without it a `kill -9` of `hsepay serve` (an operator, the OOM killer, `hsepay chaos`) leaves
-    its workers running as orphans: still bound to the port, still answering, supervised by no one.
-    Seen in CI: every kill of an API role left one such process behind.
-    """
-    parent = os.environ.get(PARENT_VARIABLE)
-    if not sys.platform.startswith("linux") or not parent:
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        return
-    if os.getppid() != int(parent):  # it died before the request took effect
-        os._exit(1)
-
 
 def application() -> Litestar:
-    _end_with_parent()
+    parent = os.environ.get(PARENT_VARIABLE)
+    if parent:
+        die_with(int(parent))  # a kill -9 of `hsepay serve` takes its workers with it (hsepay.lifetime)
     from hsepay import registry
     from hsepay.bootstrap import Runtime
     from hsepay.config import get_settings

@@ -19,7 +19,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -36,6 +35,7 @@ from hsepay.bench.usage import Tracked
 from hsepay.bootstrap import Runtime
 from hsepay.chaos.roles import Role, RoleSet
 from hsepay.config import Settings
+from hsepay.ports import free_ports
 from hsepay.relay.probe import describe as describe_broker
 from hsepay.scratch import scratch_databases
 
@@ -180,15 +180,6 @@ async def describe_engines(rt: Runtime) -> dict[str, str]:
     if endpoint.info is not None:
         described["broker"] = describe_broker(endpoint.info, idempotence=endpoint.idempotence)
     return described
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports: all held open at once while chosen, so none is handed out twice."""
-    with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import random
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from hsepay.chaos.roles import Role, RoleSet
 from hsepay.config import Settings
 from hsepay.orders.tables import orders as orders_table
 from hsepay.payments import operations as payments_ops
+from hsepay.ports import free_ports
 from hsepay.relay.broker import ensure_topics, partition_offsets
 from hsepay.resilience import describe, is_unavailable
 
@@ -54,12 +54,6 @@ class ChaosSetup:
     relays_per_service: int = 2
     api_args: tuple[str, ...] = ()
     """Extra arguments of `hsepay serve` (e.g. --insecure-no-auth)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def role_commands(
@@ -230,7 +224,8 @@ async def run_chaos(
         setup.environ = {**setup.environ, "HSEPAY_AUTH_SECRET": secrets.token_urlsafe(48), "HSEPAY_RATE_LIMIT": "0"}
     settings = Settings.from_env(setup.environ)
     rt = Runtime.from_settings(settings)
-    ports = {spec.name: _free_port() for spec in registry.with_database()}
+    services = [spec.name for spec in registry.with_database()]
+    ports = dict(zip(services, free_ports(len(services)), strict=True))
     roles = _roles(setup, ports)
     try:
         report = await _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -33,13 +32,8 @@ from hsepay.commands.common import (
     print_json,
 )
 from hsepay.config import ConfigError, get_settings
+from hsepay.ports import free_port
 from hsepay.scratch import scratch_databases
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _scratch_databases(settings, work_dir: Path, seed: int) -> tuple[dict[str, str], EmbeddedPostgres | None]:
@@ -113,7 +107,7 @@ def chaos(
         if kraft_ctl and kraft_workdir:
             broker_control = KraftScripts(kraft_ctl, kraft_workdir)
     else:
-        port = _free_port()
+        port = free_port()
         environ["HSEPAY_KAFKA"] = embedded.ensure_broker(work_dir / "broker-home", port=port)
         broker_control = EmbeddedTansu(work_dir / "broker-home", port)
     postgres_control = CommandPostgres(pg_stop, pg_start) if pg_stop and pg_start else private_pg

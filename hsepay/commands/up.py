@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import socket
 import time
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from hsepay import registry
 from hsepay.bootstrap import Runtime
 from hsepay.commands.common import EXIT_USAGE, console, execute, fail, runtime
 from hsepay.commands.token import announce_auth
+from hsepay.ports import port_problem
 from hsepay.relay.backlog import outbox_status
 from hsepay.resilience import is_unavailable
 
@@ -25,14 +25,9 @@ log = logging.getLogger("hsepay")
 
 
 def _check_port(host: str, port: int, option: str) -> None:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise fail(
-                f"{host}:{port} is not available ({exc.strerror}); choose another with {option}", EXIT_USAGE
-            ) from None
+    problem = port_problem(host, port)
+    if problem:
+        raise fail(f"{host}:{port} is not available ({problem}); choose another with {option}", EXIT_USAGE)
 
 
 def _connectable(host: str) -> str:

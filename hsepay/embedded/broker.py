@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +25,7 @@ from hsepay.embedded.common import (
     log,
 )
 from hsepay.embedded.processes import (
-    bindable,
     command_line_of,
-    free_port,
     listens_on,
     looks_like_tansu,
     port_holder,
@@ -40,6 +34,8 @@ from hsepay.embedded.processes import (
     what_process,
     working_dir_of,
 )
+from hsepay.lifetime import preexec_dying_with
+from hsepay.ports import free_port, port_problem
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -125,30 +121,12 @@ def _clear_stale_state(data_dir: Path) -> None:
     _state_file(data_dir).unlink(missing_ok=True)
 
 
-def _parent_death_signal(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn that makes the child die with SIGKILL when `parent` dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return preexec
-
-
 def _spawn(data_dir: Path, port: int, *, foreground: bool) -> tuple[subprocess.Popen, list[str]]:
     """Start Tansu on `port` and record it in broker.json at once (the caller holds broker.lock)."""
     argv = broker_command(port)
     cwd = str(data_dir.resolve())
     if foreground:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, preexec_fn=_parent_death_signal(os.getpid()))
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, preexec_fn=preexec_dying_with(os.getpid()))
     else:
         with open(data_dir / "broker.log", "ab") as logfile:
             proc = subprocess.Popen(
@@ -208,7 +186,7 @@ def ensure_broker(data_dir: Path, port: int = BROKER_DEFAULT_PORT) -> str:
         wanted = port
         for _attempt in range(3):
             chosen = wanted or free_port()
-            if wanted and not bindable(wanted):
+            if wanted and port_problem("127.0.0.1", wanted):
                 chosen = free_port()
                 log.warning(
                     "port %d on 127.0.0.1 is %s; the embedded broker of %s listens on 127.0.0.1:%d instead",
@@ -222,7 +200,7 @@ def ensure_broker(data_dir: Path, port: int = BROKER_DEFAULT_PORT) -> str:
                 log.info("embedded broker pid %s on 127.0.0.1:%s", proc.pid, chosen)
                 return f"127.0.0.1:{chosen}"
             _state_file(data_dir).unlink(missing_ok=True)
-            if bindable(chosen):  # it did not lose the port to anyone: it failed on its own
+            if not port_problem("127.0.0.1", chosen):  # it did not lose the port to anyone: it failed on its own
                 break
             wanted = 0  # another process took the port between the check and the bind
         raise EmbeddedError(f"embedded broker did not start; see {data_dir / 'broker.log'}")
@@ -240,7 +218,7 @@ def start_foreground_broker(data_dir: Path, port: int) -> subprocess.Popen:
         state = _read_state(data_dir)
         if state is not None and (proc := _recorded_broker(data_dir, state)) is not None:
             raise BrokerRunning(f"127.0.0.1:{state['port']}", proc.pid)
-        if not bindable(port):
+        if port_problem("127.0.0.1", port):
             raise PortInUse(f"port {port} on 127.0.0.1 is {port_holder(port)}; choose another with --port")
         proc, _ = _spawn(data_dir, port, foreground=True)
         try:

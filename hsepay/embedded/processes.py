@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,23 +100,6 @@ def port_holder(port: int) -> str:
     if described:
         return "held by " + ", ".join(described)
     return "held by a process this user cannot see" if pids else "in use"
-
-
-def bindable(port: int) -> bool:
-    """Whether a broker could listen on 127.0.0.1:port now (bound as Tansu binds: SO_REUSEADDR)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def looks_like_tansu(cmdline: Sequence[str]) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator
 
 from hsepay.config import ConfigError
+from hsepay.ports import port_problem
 
 __all__ = ["serving_metrics"]
 
@@ -24,7 +24,9 @@ async def serving_metrics(host: str, port: int | None) -> AsyncIterator[None]:
     from hsepay.observability.endpoints import metrics_app
     from hsepay.roles import quiet_server
 
-    _check_free(host, port)  # uvicorn would sys.exit() from inside the event loop instead
+    problem = port_problem(host, port)  # uvicorn would sys.exit() from inside the event loop instead
+    if problem:
+        raise ConfigError(f"--metrics-port: {host}:{port} is not available ({problem})")
     server = quiet_server(metrics_app(), host, port)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
@@ -35,12 +37,3 @@ async def serving_metrics(host: str, port: int | None) -> AsyncIterator[None]:
     finally:
         server.should_exit = True
         await task
-
-
-def _check_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"--metrics-port: {host}:{port} is not available ({exc.strerror})") from None

@@ -3,7 +3,6 @@ and, unless HSEPAY_TEST_KAFKA names a cluster, a private embedded broker (killed
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import psycopg
@@ -13,12 +12,7 @@ from sqlalchemy.engine import make_url
 
 from hsepay import embedded
 from hsepay.chaos import EmbeddedPostgres
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from hsepay.ports import free_port
 
 
 @pytest.fixture
