@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 from litestar import Request, Response
 
-from hsepay.observability import context, tracing
+from hsepay import log_context
+from hsepay.observability import tracing
 
 __all__ = ["Upstream", "UpstreamFailed", "forward", "problem"]
 
@@ -83,7 +84,7 @@ def problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
 
 def outgoing_headers(request: Request) -> dict[str, str]:
     headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
-    request_id = context.current().get("request_id")
+    request_id = log_context.current().get("request_id")
     if request_id:
         headers["x-request-id"] = request_id
     return tracing.inject(headers)

@@ -13,7 +13,8 @@ from typing import Any
 from litestar import Controller, Litestar, Response, get
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from hsepay.observability import context, sources
+from hsepay import log_context
+from hsepay.observability import sources
 
 __all__ = ["HealthController", "MetricsController", "http_observer", "metrics_app"]
 
@@ -55,7 +56,7 @@ def http_observer(service: str) -> Callable[[ASGIApp], ASGIApp]:
                     message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
                 await send(message)
 
-            token = context.push(request_id=request_id.decode())
+            token = log_context.push(request_id=request_id.decode())
             try:
                 if server_span is None:
                     await app(scope, receive, answer)
@@ -63,7 +64,7 @@ def http_observer(service: str) -> Callable[[ASGIApp], ASGIApp]:
                     with server_span(scope, service):
                         await app(scope, receive, answer)
             finally:
-                context.pop(token)
+                log_context.pop(token)
                 route = scope.get("path_template") or "unmatched"
                 observe_request(service, scope["method"], route, status, time.perf_counter() - started)
 

@@ -1,7 +1,7 @@
 """Logging, configured once per process (`hsepay.cli.main`): JSON lines for machines, Rich for people.
 
 - Off a terminal (a container, systemd, a pipe) every line is one JSON object on stderr: `ts`,
-  `level`, `logger`, `message`, the context fields of `hsepay.observability.context` (request id,
+  `level`, `logger`, `message`, the context fields of `hsepay.log_context` (request id,
   event id, order id, trace id, ...) and whatever `extra=` the call passed. Twelve-factor: the
   process writes an event stream, the platform collects it. stdout stays for command output
   (`--json`), which a log line must never corrupt.
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from hsepay.observability import context
+from hsepay import log_context
 
 __all__ = ["JsonFormatter", "configure", "redact", "set_level"]
 
@@ -52,7 +52,7 @@ def redact(text: str) -> str:
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    fields: dict[str, Any] = dict(context.current())
+    fields: dict[str, Any] = dict(log_context.current())
     if trace_fields is not None:
         fields.update(trace_fields())
     for name, value in vars(record).items():

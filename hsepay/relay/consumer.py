@@ -15,7 +15,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.config import ConsumerSettings
-from hsepay.observability.context import bound, saga_fields
+from hsepay.log_context import bound, saga_fields
 from hsepay.relay import hooks, inbox
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer, partitions_of
 from hsepay.relay.commits import OffsetCommitter

@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from hsepay.observability import context, logs
+from hsepay import log_context
+from hsepay.observability import logs
 from hsepay.orders import operations as orders_ops
 from hsepay.relay.envelope import new_message
 from hsepay.roles import start_workers
@@ -43,7 +44,7 @@ def json_lines():
 
 def test_json_lines_carry_context_and_extra_fields(json_lines):
     log = logging.getLogger("hsepay.test")
-    with context.bound(request_id="r-1", order_id="o-1"):
+    with log_context.bound(request_id="r-1", order_id="o-1"):
         log.info("hello %s", "world", extra={"event_id": "e-1"})
     try:
         raise ValueError("boom")
