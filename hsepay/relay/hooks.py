@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from hsepay.relay.inbound import Poison, Ready
+from typing import Any
 
 __all__ = ["BatchHook", "HeaderHook", "around_batch", "batch_hooks", "extra_headers", "header_hooks"]
 
 HeaderHook = Callable[[str, str | None], Mapping[str, str]]
 """Extra headers for a new outbox message, given its topic and the id of the event that caused it (or None)."""
 
-BatchHook = Callable[[str, "Sequence[Ready | Poison]"], contextlib.AbstractContextManager[None]]
-"""A scope around one inbox transaction of a consumer (its name, the messages it applies)."""
+BatchHook = Callable[[str, Sequence[Any]], contextlib.AbstractContextManager[None]]
+"""A scope around one inbox transaction of a consumer: its name and the messages it applies (each a
+`hsepay.relay.inbound.Ready` or `Poison`, typed loosely: inbound imports envelope, which imports
+this module, so even a type-only import of inbound here would close an import cycle)."""
 
 header_hooks: list[HeaderHook] = []
 batch_hooks: list[BatchHook] = []
@@ -33,7 +32,7 @@ def extra_headers(topic: str, causation_id: str | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def around_batch(consumer: str, items: Sequence[Ready | Poison]) -> Iterator[None]:
+def around_batch(consumer: str, items: Sequence[Any]) -> Iterator[None]:
     if not batch_hooks:
         yield
         return
