@@ -279,9 +279,6 @@ class Runtime:
             fetch_max_wait_ms=500 if endpoint.info is not None and not endpoint.info.looks_like_tansu else 5,
         )
 
-    def consumer_group(self, service: str) -> str:
-        return f"{self.settings.kafka.group_prefix}-{service}"
-
     def build_relay(self, spec: ServiceSpec) -> OutboxRelay:
         return OutboxRelay(
             name=spec.name,
@@ -304,7 +301,7 @@ class Runtime:
             handlers=spec.handlers(self.settings),
             broker=self.broker_config(spec.name),
             topics=spec.consumes(self.settings.kafka),
-            group_id=self.consumer_group(spec.name),
+            group_id=self.settings.kafka.group_of(spec.name),
             settings=self.settings.consumer,
             max_backoff=self.settings.saga.max_backoff,
             static_assignment=static_assignment,

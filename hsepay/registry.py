@@ -1,29 +1,31 @@
 """The services hsepay runs, each declared once: its database, topics, event handlers, API and loops.
 
+Plain data: a spec names a service's parts and how to make each from what it needs (an engine, the
+settings); it builds nothing and knows no running system (`hsepay.bootstrap` builds the parts).
 Everything that needs to know about a service (bootstrap, migrations, the CLI, `hsepay up`) reads
 its spec here instead of branching on its name; an unknown name is a usage error, never a default.
 A new service is one more entry in `SERVICES`.
+
+Importing it costs next to nothing (`hsepay --help` reads the names and ports): each part's module,
+tables included, is imported by the function that makes the part, when it is first needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from sqlalchemy import MetaData, Table
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from hsepay.config import ConfigError, KafkaSettings, Settings
-from hsepay.orders import tables as orders_tables
-from hsepay.payments import tables as payments_tables
-from hsepay.relay.inbound import HandlerMap
 
 if TYPE_CHECKING:
     from litestar import Litestar
+    from sqlalchemy import MetaData, Table
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-    from hsepay.bootstrap import Runtime
+    from hsepay.orders.operations import Settled
+    from hsepay.relay.inbound import HandlerMap
 
 __all__ = ["SERVICES", "Database", "Periodic", "ServiceSpec", "UnknownService", "get", "named", "with_database"]
 
@@ -37,15 +39,24 @@ class Database:
     """A service's own database: the env var of its URL and the tables the generic machinery uses."""
 
     variable: str
-    metadata: MetaData
-    outbox: Table
-    inbox: Table
-    idempotency_keys: Table
+    tables: Callable[[], ModuleType]
+    """The service's `tables` module, which defines the generic tables under the names below."""
 
-    @classmethod
-    def of(cls, tables: ModuleType, *, variable: str) -> Database:
-        """From a service's `tables` module, which defines the generic tables under these names."""
-        return cls(variable, tables.metadata, tables.outbox, tables.inbox, tables.idempotency_keys)
+    @property
+    def metadata(self) -> MetaData:
+        return self.tables().metadata
+
+    @property
+    def outbox(self) -> Table:
+        return self.tables().outbox
+
+    @property
+    def inbox(self) -> Table:
+        return self.tables().inbox
+
+    @property
+    def idempotency_keys(self) -> Table:
+        return self.tables().idempotency_keys
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,8 @@ class ServiceSpec:
     name: str
     title: str
     default_port: int
-    create_app: Callable[[Runtime], Litestar]
+    create_app: Callable[[AsyncEngine | None, Settings], Litestar]
+    """The service's API from its engine (None: a service without a database) and the settings."""
     database: Database | None = None
     consumes: Callable[[KafkaSettings], tuple[str, ...]] = lambda kafka: ()
     produces: Callable[[KafkaSettings], tuple[str, ...]] = lambda kafka: ()
@@ -81,10 +93,17 @@ class ServiceSpec:
 # --- payments ------------------------------------------------------------------------------------
 
 
-def _payments_app(rt: Runtime) -> Litestar:
+def _payments_tables() -> ModuleType:
+    from hsepay.payments import tables
+
+    return tables
+
+
+def _payments_app(engine: AsyncEngine | None, settings: Settings) -> Litestar:
     from hsepay.api.app import create_payments_app
 
-    return create_payments_app(rt.engine("payments"), api=rt.settings.api, security=rt.settings.security)
+    assert engine is not None
+    return create_payments_app(engine, api=settings.api, security=settings.security)
 
 
 def _payments_handlers(settings: Settings) -> HandlerMap:
@@ -96,22 +115,37 @@ def _payments_handlers(settings: Settings) -> HandlerMap:
 # --- orders --------------------------------------------------------------------------------------
 
 
-def _orders_app(rt: Runtime) -> Litestar:
+def _orders_tables() -> ModuleType:
+    from hsepay.orders import tables
+
+    return tables
+
+
+def _orders_app(engine: AsyncEngine | None, settings: Settings) -> Litestar:
     from hsepay.api.app import create_orders_app
 
+    assert engine is not None
     return create_orders_app(
-        rt.engine("orders"),
-        orders_topic=rt.settings.kafka.orders_topic,
-        api=rt.settings.api,
-        security=rt.settings.security,
+        engine, orders_topic=settings.kafka.orders_topic, api=settings.api, security=settings.security
     )
 
 
 def _orders_handlers(settings: Settings) -> HandlerMap:
-    from hsepay.observability.saga import observe_settled_after_commit
     from hsepay.orders.reactions import make_handlers
 
-    return make_handlers(on_settled=observe_settled_after_commit)
+    return make_handlers(on_settled=_observe_settled_after_commit)
+
+
+def _observe_settled_after_commit(conn: AsyncConnection, settled: Sequence[Settled]) -> None:
+    """Feed the saga latency histogram with each order's creation-to-final time, once its transaction
+    commits: a batch that rolls back (and is re-applied one message at a time) must not count its
+    orders twice."""
+    from sqlalchemy import event
+
+    from hsepay.observability.metrics import observe_settled
+
+    values = [(order.status, order.seconds) for order in settled]
+    event.listen(conn.sync_connection, "commit", lambda _conn: observe_settled(values), once=True)
 
 
 async def _redrive(conn: AsyncConnection, settings: Settings) -> int:
@@ -123,10 +157,10 @@ async def _redrive(conn: AsyncConnection, settings: Settings) -> int:
 # --- gateway -------------------------------------------------------------------------------------
 
 
-def _gateway_app(rt: Runtime) -> Litestar:
+def _gateway_app(engine: AsyncEngine | None, settings: Settings) -> Litestar:
     from hsepay.gateway import create_gateway_app
 
-    return create_gateway_app(rt.settings.gateway)
+    return create_gateway_app(settings.gateway)
 
 
 SERVICES: dict[str, ServiceSpec] = {
@@ -137,7 +171,7 @@ SERVICES: dict[str, ServiceSpec] = {
             title="Payments API: accounts, deposits, balances",
             default_port=8080,
             create_app=_payments_app,
-            database=Database.of(payments_tables, variable="HSEPAY_PAYMENTS_DB"),
+            database=Database("HSEPAY_PAYMENTS_DB", _payments_tables),
             consumes=lambda kafka: (kafka.orders_topic,),
             produces=lambda kafka: (kafka.payment_status_topic,),
             handlers=_payments_handlers,
@@ -147,7 +181,7 @@ SERVICES: dict[str, ServiceSpec] = {
             title="Orders API: orders and their payment status",
             default_port=8081,
             create_app=_orders_app,
-            database=Database.of(orders_tables, variable="HSEPAY_ORDERS_DB"),
+            database=Database("HSEPAY_ORDERS_DB", _orders_tables),
             consumes=lambda kafka: (kafka.payment_status_topic,),
             produces=lambda kafka: (kafka.orders_topic,),
             handlers=_orders_handlers,

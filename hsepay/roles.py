@@ -184,7 +184,8 @@ def serve_api_processes(spec: ServiceSpec, *, host: str, port: int, workers: int
 
 
 def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> _Server:
-    return quiet_server(spec.create_app(rt), host, port)
+    engine = rt.engine(spec.name) if spec.database is not None else None
+    return quiet_server(spec.create_app(engine, rt.settings), host, port)
 
 
 async def serve_api(rt: Runtime, spec: ServiceSpec, *, host: str, port: int, with_workers: bool = False) -> None:

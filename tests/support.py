@@ -126,7 +126,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 async def wait_caught_up(rt: Runtime, service: str, topic: str, timeout: float = 30.0) -> None:
     """Poll until the service's consumer group has committed every message of `topic`."""
     bootstrap = rt.settings.kafka.bootstrap_servers
-    group = rt.consumer_group(service)
+    group = rt.settings.kafka.group_of(service)
 
     async def caught_up() -> bool:
         ends = await end_offsets(bootstrap, topic)

@@ -35,4 +35,4 @@ def application() -> Litestar:
     tracing.enable_from(observability)
     spec = registry.get(os.environ[SERVICE_VARIABLE])
     rt = Runtime.from_settings(get_settings(), (spec,) if spec.database is not None else ())
-    return spec.create_app(rt)
+    return spec.create_app(rt.engine(spec.name) if spec.database is not None else None, rt.settings)

@@ -47,7 +47,9 @@ def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
                 async with (await rt.ready_engine(spec.name)).connect() as conn:
                     report[spec.name] = await inbox_status(conn, spec.database.inbox, spec.name)
                 question = functools.partial(
-                    consumer_lag, group_id=rt.consumer_group(spec.name), topics=spec.consumes(rt.settings.kafka)
+                    consumer_lag,
+                    group_id=rt.settings.kafka.group_of(spec.name),
+                    topics=spec.consumes(rt.settings.kafka),
                 )
                 lag, error = await ask_broker(rt, spec.name, question)
                 report[spec.name]["lag"], report[spec.name]["broker_error"] = lag, error

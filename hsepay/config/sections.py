@@ -114,6 +114,10 @@ class KafkaSettings:
     )
     ssl_keyfile: Path | None = setting(None, "HSEPAY_KAFKA_SSL_KEYFILE", readable_file, "the client certificate's key")
 
+    def group_of(self, service: str) -> str:
+        """The consumer group of a service's inbox consumers."""
+        return f"{self.group_prefix}-{service}"
+
     def security_options(self) -> dict[str, Any]:
         """aiokafka client options for the chosen protocol; ConfigError if a needed setting is missing."""
         options: dict[str, Any] = {"security_protocol": self.security_protocol}

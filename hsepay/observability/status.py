@@ -60,7 +60,7 @@ async def _service(rt: Runtime, spec: ServiceSpec) -> dict[str, Any]:
     except Exception as exc:  # one service's database down: the others are still reported
         report["database_error"] = describe(exc)
     question = functools.partial(
-        partition_offsets, group_id=rt.consumer_group(spec.name), topics=spec.consumes(rt.settings.kafka)
+        partition_offsets, group_id=rt.settings.kafka.group_of(spec.name), topics=spec.consumes(rt.settings.kafka)
     )
     offsets, error = await ask_broker(rt, spec.name, question)
     report["broker_error"] = error

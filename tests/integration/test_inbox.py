@@ -246,7 +246,7 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(r
     assert set(final.values()) == {("success", None)}
     (partition,) = partitions
     last_poison = max(meta.offset for meta in poison.values())
-    committed = await committed_offsets(kafka.bootstrap_servers, runtime.consumer_group("payments"), topic)
+    committed = await committed_offsets(kafka.bootstrap_servers, runtime.settings.kafka.group_of("payments"), topic)
     assert committed[partition] is not None and committed[partition] > last_poison
 
     async with payments_engine.connect() as conn:
@@ -300,7 +300,7 @@ async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(ru
         handlers={"order.created": EventHandler(schema=PaymentRequest, apply=flaky)},
         broker=broker_of(runtime),
         topics=(topic,),
-        group_id=runtime.consumer_group("payments"),
+        group_id=runtime.settings.kafka.group_of("payments"),
         settings=ConsumerSettings(batch_size=500, max_attempts=3),
     )
     stop = asyncio.Event()
