@@ -46,7 +46,9 @@ async def test_metric_names_present_and_moving_after_an_order(runtime, apis):
             counted = value(text, "hsepay_saga_duration_seconds_count", outcome="success") > value(
                 before, "hsepay_saga_duration_seconds_count", outcome="success"
             )
-            return text if order["status"] == "success" and counted else None
+            # The consumer adds to its counts after its transaction commits, the saga histogram on the commit.
+            applied = all(value(text, "hsepay_inbox_processed_total", service=s) == 1 for s in ("payments", "orders"))
+            return text if order["status"] == "success" and counted and applied else None
 
         after = await poll_until(settled_and_counted, timeout=60, what="the order to settle and be counted")
 
