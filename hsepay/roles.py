@@ -1,36 +1,31 @@
-"""Long-running roles — APIs under uvicorn, outbox relays, inbox consumers, background loops — as
-tasks of one event loop that stop together on SIGINT/SIGTERM."""
+"""Long-running roles — APIs, outbox relays, inbox consumers, background loops — as tasks of one
+event loop that stop together on SIGINT/SIGTERM (the HTTP servers themselves are in `hsepay.servers`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import tempfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from hsepay.bootstrap import Runtime
+from hsepay.observability.probes import BrokerSource, ConsumerSource, CounterSource, DatabaseSource, RelaySource
+from hsepay.observability.sources import Source, watching
 from hsepay.registry import Periodic, ServiceSpec
 from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.outbox import OutboxRelay
 from hsepay.resilience import Backoff, run_periodically
+from hsepay.servers import quiet_server
 
 __all__ = ["Workers", "api_server", "serve_api", "start_workers", "wait_for_signal"]
 
+if TYPE_CHECKING:
+    import uvicorn
+
 log = logging.getLogger(__name__)
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to us (several run in one loop)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
 
 
 @dataclass
@@ -101,14 +96,30 @@ async def start_workers(
             workers.tasks.append(asyncio.create_task(workers.consumers[spec.name].consume_forever(workers.stop)))
             for periodic in spec.background:
                 workers.tasks.append(asyncio.create_task(_periodic(rt, spec, periodic, workers)))
-    from hsepay.observability.sources import watching
-    from hsepay.observability.wiring import worker_sources
-
     try:
-        with watching(worker_sources(rt, workers)):
+        with watching(_sources(rt, workers)):
             yield workers
     finally:
         await workers.close()
+
+
+def _sources(rt: Runtime, workers: Workers) -> list[Source]:
+    """What the workers of this process report to /metrics and /health/ready."""
+    from hsepay import registry
+
+    found: list[Source] = []
+    names = dict.fromkeys([*workers.relays, *workers.consumers])
+    for name in names:
+        database = registry.get(name).database
+        assert database is not None
+        found.append(DatabaseSource(name, rt.engine(name), database.outbox, database.inbox))
+    if names and rt.broker is not None:
+        found.append(BrokerSource(rt.broker_config(next(iter(names)))))
+    found += [RelaySource(name, relay) for name, relay in workers.relays.items()]
+    found += [ConsumerSource(name, consumer) for name, consumer in workers.consumers.items()]
+    if workers.counts:
+        found.append(CounterSource(("background",), lambda: workers.counts))
+    return found
 
 
 async def wait_for_signal(stop: asyncio.Event) -> None:
@@ -123,67 +134,7 @@ async def wait_for_signal(stop: asyncio.Event) -> None:
             loop.remove_signal_handler(sig)
 
 
-KEEP_ALIVE = 75
-"""Seconds an idle keep-alive connection stays open. uvicorn's default of 5 s equals httpx's pool
-expiry, and the two race: a client that reuses a connection at 4.9 s of its own clock meets a
-server that closed it at 5 s of its own, and the request gets a reset (reproduced: 20 resets in
-14,600 requests at 64 connections). Servers keep connections longer than clients (nginx 75 s)."""
-
-
-def quiet_server(app, host: str, port: int) -> _Server:
-    # log_config=None: uvicorn's lines go through hsepay's handlers (JSON off a terminal), not its own.
-    return _Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            timeout_keep_alive=KEEP_ALIVE,
-        )
-    )
-
-
-def serve_api_processes(spec: ServiceSpec, *, host: str, port: int, workers: int) -> None:
-    """Serve one API with `workers` processes under granian (blocks until SIGINT/SIGTERM).
-
-    Measured on this 2-core box, POST /orders at 64 connections with every role running (docs/
-    BENCHMARKS.md): uvicorn (uvloop, httptools) 1,107 req/s with one process and 1,124 with two;
-    granian 1,409 and 1,563. Each worker builds its app with `hsepay.api.asgi.application`.
-    """
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.http import HTTP1Settings
-
-    from hsepay.api.asgi import PARENT_VARIABLE, SERVICE_VARIABLE
-
-    os.environ[SERVICE_VARIABLE] = spec.name
-    os.environ[PARENT_VARIABLE] = str(os.getpid())  # its workers end with it (hsepay.api.asgi)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # One /metrics for all the workers of this port (prometheus-client's multiprocess mode).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"hsepay-{spec.name}-metrics-")
-    log.info(
-        "%s API on http://%s:%d with %d worker process(es) (docs: /schema/swagger)", spec.name, host, port, workers
-    )
-    Granian(
-        "hsepay.api.asgi:application",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        http1_settings=HTTP1Settings(keep_alive=True),
-        websockets=False,
-        backlog=2048,
-        respawn_failed_workers=True,
-        log_enabled=False,
-    ).serve()
-
-
-def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> _Server:
+def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> uvicorn.Server:
     engine = rt.engine(spec.name) if spec.database is not None else None
     return quiet_server(spec.create_app(engine, rt.settings), host, port)
 

@@ -33,8 +33,8 @@ from hsepay.api.problems import (
 from hsepay.batching import GroupCommit
 from hsepay.config import ApiSettings, SecuritySettings
 from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
+from hsepay.observability.probes import DatabaseSource
 from hsepay.observability.sources import watching
-from hsepay.observability.wiring import api_sources
 from hsepay.orders import tables as orders_tables
 from hsepay.orders.intake import accept_orders, one_claim_per_key
 from hsepay.payments import tables as payments_tables
@@ -73,7 +73,8 @@ def _lifespan(
                     log.warning("idempotency key purge failed: %r", exc)
                 await sleep_or_stop(stop, settings.purge_interval)
 
-        with watching(api_sources(service, engine, tables.outbox, tables.inbox)):
+        # An API depends on its database only: it takes orders while the broker is down (the outbox keeps them).
+        with watching([DatabaseSource(service, engine, tables.outbox, tables.inbox)]):
             task = asyncio.create_task(purge())
             try:
                 yield

@@ -45,7 +45,8 @@ def serve(
 
     Example: hsepay serve payments --port 8080
     """
-    from hsepay.roles import serve_api, serve_api_processes
+    from hsepay.roles import serve_api
+    from hsepay.servers import serve_api_processes
 
     (spec,) = services(service, allowed=tuple(registry.SERVICES.values()))
     if spec.database is not None:  # the gateway verifies nothing itself: the APIs behind it do
@@ -67,4 +68,4 @@ def serve(
             await rt.dispose()
 
     execute(ready)
-    serve_api_processes(spec, host=host, port=port, workers=processes)
+    serve_api_processes(spec.name, host=host, port=port, workers=processes)

@@ -36,7 +36,7 @@ def status(
 
     Example: hsepay status --watch --target http://127.0.0.1:9101 --target http://127.0.0.1:9102
     """
-    from hsepay.observability.status import snapshot
+    from hsepay.commands.status_snapshot import snapshot
 
     specs = services(service)
     targets = list(target or [])

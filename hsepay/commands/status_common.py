@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import typer
 
+from hsepay.commands.asking import NO_BROKER, ask_broker, running_broker
 from hsepay.commands.common import EXIT_USAGE, print_json
-from hsepay.observability.asking import NO_BROKER, ask_broker, running_broker
 
 __all__ = ["NO_BROKER", "ask_broker", "finish", "running_broker"]
 

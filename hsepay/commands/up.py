@@ -99,8 +99,8 @@ def up(
 
     Example: hsepay up   # then: curl -X POST localhost:3000/api/accounts -d '{"user_id": "..."}'
     """
-    from hsepay.observability.server import serving_metrics
     from hsepay.roles import api_server, start_workers, wait_for_signal
+    from hsepay.servers import serving_metrics
 
     ports = {"payments": (payments_port, "--payments-port"), "orders": (orders_port, "--orders-port")}
     if gateway:

@@ -25,8 +25,8 @@ MetricsHostOption = Annotated[str, typer.Option("--metrics-host", help="Interfac
 
 
 def _run_workers(choice: str, *, relay: bool, consume: bool, metrics_host: str, metrics_port: int | None) -> None:
-    from hsepay.observability.server import serving_metrics
     from hsepay.roles import start_workers, wait_for_signal
+    from hsepay.servers import serving_metrics
 
     specs = services(choice)
 

@@ -47,7 +47,7 @@ async def _throughput(conn: AsyncConnection, spec: ServiceSpec) -> dict[str, flo
 
 
 async def _service(rt: Runtime, spec: ServiceSpec) -> dict[str, Any]:
-    from hsepay.observability.asking import ask_broker
+    from hsepay.commands.asking import ask_broker
     from hsepay.relay.broker import partition_offsets
 
     assert spec.database is not None
