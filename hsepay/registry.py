@@ -12,7 +12,8 @@ tables included, is imported by the function that makes the part, when it is fir
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from hsepay.orders.operations import Settled
+    from hsepay.periodic import Periodic
     from hsepay.relay.inbound import HandlerMap
 
-__all__ = ["SERVICES", "Database", "Periodic", "ServiceSpec", "UnknownService", "get", "named", "with_database"]
+__all__ = ["SERVICES", "Database", "ServiceSpec", "UnknownService", "get", "named", "with_database"]
 
 
 class UnknownService(ConfigError):
@@ -60,19 +62,6 @@ class Database:
 
 
 @dataclass(frozen=True)
-class Periodic:
-    """A background step run in its own transaction on the service database every `interval`."""
-
-    name: str
-    interval: Callable[[Settings], float]
-    step: Callable[[AsyncConnection, Settings], Awaitable[int]]
-    report: str
-    """Logged (with the step's count) when the step did something."""
-    counter: str | None = None
-    """The Prometheus counter (in hsepay.observability.catalog) that adds up the step's counts."""
-
-
-@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     title: str
@@ -83,7 +72,8 @@ class ServiceSpec:
     consumes: Callable[[KafkaSettings], tuple[str, ...]] = lambda kafka: ()
     produces: Callable[[KafkaSettings], tuple[str, ...]] = lambda kafka: ()
     handlers: Callable[[Settings], HandlerMap] | None = None
-    background: tuple[Periodic, ...] = ()
+    jobs: Callable[[AsyncEngine, Settings], tuple[Periodic, ...]] = lambda engine, settings: ()
+    """Background jobs beside the service's inbox consumer (the relay and the consumer bring their own purges)."""
 
     @property
     def has_workers(self) -> bool:
@@ -148,10 +138,25 @@ def _observe_settled_after_commit(conn: AsyncConnection, settled: Sequence[Settl
     event.listen(conn.sync_connection, "commit", lambda _conn: observe_settled(values), once=True)
 
 
-async def _redrive(conn: AsyncConnection, settings: Settings) -> int:
+def _orders_jobs(engine: AsyncEngine, settings: Settings) -> tuple[Periodic, ...]:
     from hsepay.orders.operations import redrive_stale_orders
+    from hsepay.periodic import Periodic, in_transaction
 
-    return await redrive_stale_orders(conn, older_than=settings.saga.redrive_after, topic=settings.kafka.orders_topic)
+    async def redrive(conn: AsyncConnection) -> int:
+        return await redrive_stale_orders(
+            conn, older_than=settings.saga.redrive_after, topic=settings.kafka.orders_topic
+        )
+
+    return (
+        Periodic(
+            "orders re-drive",
+            settings.saga.redrive_interval,
+            in_transaction(engine, redrive),
+            "re-sent the payment request of %d order(s) still created",
+            level=logging.WARNING,
+            counter="hsepay_redrives_total",
+        ),
+    )
 
 
 # --- gateway -------------------------------------------------------------------------------------
@@ -185,15 +190,7 @@ SERVICES: dict[str, ServiceSpec] = {
             consumes=lambda kafka: (kafka.payment_status_topic,),
             produces=lambda kafka: (kafka.orders_topic,),
             handlers=_orders_handlers,
-            background=(
-                Periodic(
-                    name="re-drive",
-                    interval=lambda settings: settings.saga.redrive_interval,
-                    step=_redrive,
-                    report="re-sent the payment request of %d order(s) still created",
-                    counter="hsepay_redrives_total",
-                ),
-            ),
+            jobs=_orders_jobs,
         ),
         ServiceSpec(
             name="gateway",

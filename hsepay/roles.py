@@ -7,17 +7,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hsepay.bootstrap import Runtime
 from hsepay.observability.probes import BrokerSource, ConsumerSource, CounterSource, DatabaseSource, RelaySource
 from hsepay.observability.sources import Source, watching
-from hsepay.registry import Periodic, ServiceSpec
+from hsepay.periodic import Periodic, run_periodic
+from hsepay.registry import ServiceSpec
 from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.outbox import OutboxRelay
-from hsepay.resilience import Backoff, run_periodically
 from hsepay.servers import quiet_server
 
 __all__ = ["Workers", "api_server", "serve_api", "start_workers", "wait_for_signal"]
@@ -45,26 +45,16 @@ class Workers:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def _periodic(rt: Runtime, spec: ServiceSpec, periodic: Periodic, workers: Workers):
-    stop = workers.stop
-    if periodic.counter:
-        workers.counts[(periodic.counter, spec.name)] = 0
+def _run(job: Periodic, service: str, workers: Workers, max_backoff: float) -> Coroutine[Any, Any, None]:
+    counted = None
+    if job.counter:
+        key = (job.counter, service)
+        workers.counts[key] = 0
 
-    async def step() -> None:
-        async with rt.engine(spec.name).begin() as conn:
-            count = await periodic.step(conn, rt.settings)
-        if count and periodic.counter:
-            workers.counts[(periodic.counter, spec.name)] += count
-        if count:
-            log.warning("%s %s: " + periodic.report, spec.name, periodic.name, count)
+        def counted(count: int) -> None:
+            workers.counts[key] += count
 
-    return run_periodically(
-        f"{spec.name} {periodic.name}",
-        step,
-        stop,
-        periodic.interval(rt.settings),
-        Backoff(rt.settings.saga.max_backoff),
-    )
+    return run_periodic(job, workers.stop, max_backoff=max_backoff, counted=counted)
 
 
 @contextlib.asynccontextmanager
@@ -88,14 +78,17 @@ async def start_workers(
     for spec in specs:
         if not spec.has_workers:
             continue
+        jobs = []
         if relay:
             workers.relays[spec.name] = rt.build_relay(spec)
             workers.tasks.append(asyncio.create_task(workers.relays[spec.name].relay_forever(workers.stop)))
+            jobs.append(workers.relays[spec.name].purge_job())
         if consume:
             workers.consumers[spec.name] = rt.build_consumer(spec, static_assignment=only_consumers)
             workers.tasks.append(asyncio.create_task(workers.consumers[spec.name].consume_forever(workers.stop)))
-            for periodic in spec.background:
-                workers.tasks.append(asyncio.create_task(_periodic(rt, spec, periodic, workers)))
+            jobs += [workers.consumers[spec.name].purge_job(), *spec.jobs(rt.engine(spec.name), rt.settings)]
+        for job in jobs:
+            workers.tasks.append(asyncio.create_task(_run(job, spec.name, workers, rt.settings.saga.max_backoff)))
     try:
         with watching(_sources(rt, workers)):
             yield workers

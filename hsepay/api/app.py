@@ -16,7 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hsepay import __version__, idempotency
 from hsepay.api.bodies import ClosedStructSchemaPlugin
@@ -38,7 +38,7 @@ from hsepay.observability.sources import watching
 from hsepay.orders import tables as orders_tables
 from hsepay.orders.intake import accept_orders, one_claim_per_key
 from hsepay.payments import tables as payments_tables
-from hsepay.resilience import sleep_or_stop
+from hsepay.periodic import Periodic, in_transaction, run_periodic
 
 __all__ = ["create_orders_app", "create_payments_app"]
 
@@ -56,26 +56,22 @@ def _lifespan(
     service database to /metrics and /health/ready, and at the end let the group commit finish the
     transactions it has in flight."""
 
+    async def purge(conn: AsyncConnection) -> int:
+        return await idempotency.purge_expired(conn, tables.idempotency_keys, older_than=settings.idempotency_ttl)
+
+    job = Periodic(
+        f"{service} idempotency key purge",
+        settings.purge_interval,
+        in_transaction(engine, purge),
+        f"forgot %d keys older than {settings.idempotency_ttl:g}s",
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stop = asyncio.Event()
-
-        async def purge() -> None:
-            while not stop.is_set():
-                try:
-                    async with engine.begin() as conn:
-                        count = await idempotency.purge_expired(
-                            conn, tables.idempotency_keys, older_than=settings.idempotency_ttl
-                        )
-                    if count:
-                        log.info("forgot %d idempotency keys older than %gs", count, settings.idempotency_ttl)
-                except Exception as exc:  # a purge that fails now is retried at the next interval
-                    log.warning("idempotency key purge failed: %r", exc)
-                await sleep_or_stop(stop, settings.purge_interval)
-
         # An API depends on its database only: it takes orders while the broker is down (the outbox keeps them).
         with watching([DatabaseSource(service, engine, tables.outbox, tables.inbox)]):
-            task = asyncio.create_task(purge())
+            task = asyncio.create_task(run_periodic(job, stop))
             try:
                 yield
             finally:

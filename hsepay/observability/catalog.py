@@ -41,7 +41,7 @@ LIVE: dict[str, Family] = {
     "hsepay_consumer_lag_messages": Family(
         "gauge", "messages of an assigned partition not yet consumed", ("service", "topic", "partition")
     ),
-    # From the background steps of a service (registry.Periodic with a counter).
+    # From the background jobs of a service (hsepay.periodic.Periodic with a counter).
     "hsepay_redrives_total": Family("counter", "payment requests re-sent for orders left created"),
     # The broker, as seen by worker processes.
     "hsepay_broker_up": Family("gauge", "1 if the broker answered the last readiness check", ()),

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hsepay.config import ConsumerSettings
 from hsepay.log_context import bound, saga_fields
+from hsepay.periodic import Periodic, in_transaction
 from hsepay.relay import hooks, inbox
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer, partitions_of
 from hsepay.relay.commits import OffsetCommitter
@@ -103,7 +104,6 @@ class InboxConsumer:
         member (`hsepay up` on the embedded broker, where a group join takes 3-5 s). Offsets are
         still committed to the group. Never with other consumers of the same group running."""
         self.stats = ConsumerStats()
-        self._last_purge = time.monotonic()
         self._lag_at = 0.0
 
     async def consume_forever(self, stop: asyncio.Event) -> None:
@@ -145,7 +145,6 @@ class InboxConsumer:
                     committer.add({tp: records[-1].offset + 1 for tp, records in batch.items()})
                 committer.poll()
                 await self._measure_lag(consumer)
-                await self._purge_if_due()
             await committer.flush()
         finally:
             self.stats.joined = False
@@ -242,16 +241,12 @@ class InboxConsumer:
         )
         return await backoff.wait(stop)
 
-    async def _purge_if_due(self) -> None:
-        if time.monotonic() - self._last_purge < self.settings.purge_interval:
-            return
-        self._last_purge = time.monotonic()
-        try:
-            async with self.engine.begin() as conn:
-                await inbox.purge_processed(
-                    conn, self.inbox, self.name, older_than=self.settings.inbox_retention, limit=PURGE_BATCH
-                )
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            log.info("%s consumer: inbox purge skipped (%s)", self.name, describe(exc))
+    def purge_job(self) -> Periodic:
+        """Forget processed events older than the inbox retention, every purge interval."""
+
+        async def purge(conn: AsyncConnection) -> int:
+            retention = self.settings.inbox_retention
+            return await inbox.purge_processed(conn, self.inbox, self.name, older_than=retention, limit=PURGE_BATCH)
+
+        interval = self.settings.purge_interval
+        return Periodic(f"{self.name} inbox purge", interval, in_transaction(self.engine, purge), "purged %d rows")

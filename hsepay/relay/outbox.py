@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,11 +12,12 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.config import RelaySettings
+from hsepay.periodic import Periodic
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_producer
 from hsepay.relay.leadership import Leadership
 from hsepay.relay.publisher import Producer, Publisher, PublishFailed, Record
 from hsepay.relay.store import OutboxStore, PostgresOutbox
-from hsepay.resilience import Backoff, describe, is_unavailable, supervise
+from hsepay.resilience import Backoff, describe, supervise
 
 __all__ = ["OutboxRelay", "RelayStats"]
 
@@ -78,7 +78,6 @@ class OutboxRelay:
         self.producer_factory = producer_factory or (lambda: make_producer(broker))
         self.store: OutboxStore = store or PostgresOutbox(engine, outbox)
         self.stats = RelayStats()
-        self._last_purge = 0.0
 
     async def relay_forever(self, stop: asyncio.Event) -> None:
         """Stand by until this process leads, then relay until `stop`; every failure is retried."""
@@ -140,7 +139,6 @@ class OutboxRelay:
                     continue
                 finally:
                     self.stats.producers = publisher.producers_started
-                await self._purge_if_due()
                 if sent < self.settings.batch_size:
                     await lead.wait_for_work(self.settings.poll_interval)
         finally:
@@ -186,16 +184,12 @@ class OutboxRelay:
         except Exception as exc:
             log.info("%s relay: topics not checked (%s)", self.name, describe(exc))
 
-    async def _purge_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._last_purge < self.settings.purge_interval:
-            return
-        self._last_purge = now
-        try:
-            purged = await self.store.purge_sent(self.settings.retention, PURGE_BATCH)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            return
-        if purged:
-            log.info("%s relay purged %d sent outbox rows", self.name, purged)
+    def purge_job(self) -> Periodic:
+        """Forget rows sent longer than the retention ago, every purge interval, while this relay leads."""
+
+        async def purge() -> int:
+            if not self.stats.active:
+                return 0  # the active relay purges; a standby would only contend for the same rows
+            return await self.store.purge_sent(self.settings.retention, PURGE_BATCH)
+
+        return Periodic(f"{self.name} outbox purge", self.settings.purge_interval, purge, "purged %d sent rows")

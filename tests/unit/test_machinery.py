@@ -4,6 +4,7 @@ the orders cursor, idempotency keys, the id rule and the registry."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime
 
@@ -17,6 +18,7 @@ from hsepay.ids import parse_uuid
 from hsepay.orders.errors import InvalidCursor
 from hsepay.orders.model import Order
 from hsepay.orders.operations import decode_cursor, encode_cursor
+from hsepay.periodic import Periodic, run_periodic
 from hsepay.relay.envelope import new_message
 from hsepay.relay.inbound import EventHandler, Message, Poison, Ready, decode, first_of_each_event
 from hsepay.resilience import Backoff, supervise
@@ -74,6 +76,29 @@ async def test_supervise_keeps_going_after_a_bug():
 
     await asyncio.wait_for(supervise("test", turn, stop, Backoff(cap=0.01, initial=0.001)), 5)
     assert seen == ["turn", "turn"]
+
+
+async def test_a_periodic_job_runs_at_once_then_each_interval_and_outlives_a_failure(caplog):
+    stop = asyncio.Event()
+    results: list[int | BaseException] = [2, ConnectionRefusedError("database down"), 0, 3]
+    counted: list[int] = []
+
+    async def step() -> int:
+        result = results.pop(0)
+        if not results:
+            stop.set()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    job = Periodic("test purge", 0.001, step, "purged %d rows")
+    with caplog.at_level(logging.INFO, logger="hsepay.periodic"):
+        await asyncio.wait_for(run_periodic(job, stop, max_backoff=0.01, counted=counted.append), 5)
+    assert results == [] and counted == [2, 3]
+    assert [r.getMessage() for r in caplog.records if r.name == "hsepay.periodic"] == [
+        "test purge: purged 2 rows",
+        "test purge: purged 3 rows",
+    ]
 
 
 # --- inbound decoding ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from aiokafka.errors import (
 from hsepay.config import Settings
 from hsepay.relay.broker import BrokerConfig
 from hsepay.relay.leadership import LeadershipLost
-from hsepay.relay.outbox import OutboxRelay
+from hsepay.relay.outbox import PURGE_BATCH, OutboxRelay
 from hsepay.relay.publisher import Publisher, PublishFailed, Record
 from tests.fakes import FATAL, HANG, FakeBroker, FakeProducer, InMemoryOutbox, Row
 
@@ -206,3 +206,20 @@ async def test_the_lock_is_confirmed_before_every_batch():
         pass
     assert lead.confirmed == 4  # three batches of rows, then the empty read
     assert len(broker.log) == 5
+
+
+async def test_only_the_leading_relay_purges_sent_rows():
+    outbox = InMemoryOutbox(_rows(1))
+    purges: list[tuple[float, int]] = []
+
+    async def purge_sent(older_than: float, limit: int) -> int:
+        purges.append((older_than, limit))
+        return 1
+
+    outbox.purge_sent = purge_sent  # type: ignore[method-assign]
+    relay = _relay(outbox, FakeBroker())
+    job = relay.purge_job()
+    assert job.interval == relay.settings.purge_interval
+    assert await job.step() == 0 and purges == []  # standing by: the leader purges
+    relay.stats.active = True
+    assert await job.step() == 1 and purges == [(relay.settings.retention, PURGE_BATCH)]
