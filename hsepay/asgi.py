@@ -26,7 +26,7 @@ def application() -> Litestar:
     if parent:
         die_with(int(parent))  # a kill -9 of `hsepay serve` takes its workers with it (hsepay.lifetime)
     from hsepay import registry
-    from hsepay.bootstrap import Runtime
+    from hsepay.bootstrap import build_unchecked
     from hsepay.config import get_settings
     from hsepay.observability import logs, tracing
 
@@ -34,5 +34,6 @@ def application() -> Litestar:
     logs.configure(observability.log_level, observability.log_format)
     tracing.enable_from(observability)
     spec = registry.get(os.environ[SERVICE_VARIABLE])
-    rt = Runtime.from_settings(get_settings(), (spec,) if spec.database is not None else ())
-    return spec.create_app(rt.engine(spec.name) if spec.database is not None else None, rt.settings)
+    app = build_unchecked(get_settings(), (spec,), apps=True)[spec.name].app
+    assert app is not None
+    return app

@@ -1,5 +1,8 @@
-"""Long-running roles — APIs, outbox relays, inbox consumers, background loops — as tasks of one
-event loop that stop together on SIGINT/SIGTERM (the HTTP servers themselves are in `hsepay.servers`)."""
+"""Long-running roles — APIs, outbox relays, inbox consumers, background jobs — as tasks of one
+event loop that stop together on SIGINT/SIGTERM (the HTTP servers themselves are in `hsepay.servers`).
+
+A role runs the parts of a built `System`; nothing here builds or checks anything.
+"""
 
 from __future__ import annotations
 
@@ -7,107 +10,91 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hsepay.bootstrap import Runtime
 from hsepay.observability.probes import BrokerSource, ConsumerSource, CounterSource, DatabaseSource, RelaySource
 from hsepay.observability.sources import Source, watching
 from hsepay.periodic import Periodic, run_periodic
-from hsepay.registry import ServiceSpec
-from hsepay.relay.consumer import InboxConsumer
-from hsepay.relay.outbox import OutboxRelay
 from hsepay.servers import quiet_server
-
-__all__ = ["Workers", "api_server", "serve_api", "start_workers", "wait_for_signal"]
+from hsepay.system import System
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from hsepay.relay.consumer import InboxConsumer
+    from hsepay.relay.outbox import OutboxRelay
+
+__all__ = ["Workers", "api_server", "serve_api", "start_workers", "wait_for_signal"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Workers:
-    """Relays, consumers and background loops of some services, running as tasks."""
+    """The relays, consumers and background jobs of a system, running as tasks."""
 
     relays: dict[str, OutboxRelay] = field(default_factory=dict)
     consumers: dict[str, InboxConsumer] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    """(counter name, service) -> total of a background step's counts, for /metrics."""
+    """(counter name, service) -> total of a background job's counts, for /metrics."""
 
     async def close(self) -> None:
         self.stop.set()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
-
-def _run(job: Periodic, service: str, workers: Workers, max_backoff: float) -> Coroutine[Any, Any, None]:
-    counted = None
-    if job.counter:
+    def count(self, job: Periodic, service: str) -> Callable[[int], None] | None:
+        """Where a job with a counter adds its counts (None: it has none)."""
+        if job.counter is None:
+            return None
         key = (job.counter, service)
-        workers.counts[key] = 0
+        self.counts[key] = 0
 
         def counted(count: int) -> None:
-            workers.counts[key] += count
+            self.counts[key] += count
 
-    return run_periodic(job, workers.stop, max_backoff=max_backoff, counted=counted)
+        return counted
 
 
 @contextlib.asynccontextmanager
-async def start_workers(
-    rt: Runtime,
-    specs: Iterable[ServiceSpec],
-    *,
-    relay: bool = True,
-    consume: bool = True,
-    only_consumers: bool = False,
-) -> AsyncIterator[Workers]:
-    """Run the chosen workers of `specs` until the block exits; then stop them and wait.
-
-    `only_consumers`: this process's consumers are the only members of their groups (`hsepay up`
-    on the embedded broker), so they read every partition without a group join.
-    """
+async def start_workers(system: System) -> AsyncIterator[Workers]:
+    """Run the relays, consumers and background jobs of `system` until the block exits; then stop
+    them and wait. Each reports to the process's /metrics and /health/ready meanwhile."""
     workers = Workers()
-    specs = list(specs)
-    if any(spec.has_workers for spec in specs):
-        await rt.connect_broker(workers.stop)
-    for spec in specs:
-        if not spec.has_workers:
-            continue
-        jobs = []
-        if relay:
-            workers.relays[spec.name] = rt.build_relay(spec)
-            workers.tasks.append(asyncio.create_task(workers.relays[spec.name].relay_forever(workers.stop)))
-            jobs.append(workers.relays[spec.name].purge_job())
-        if consume:
-            workers.consumers[spec.name] = rt.build_consumer(spec, static_assignment=only_consumers)
-            workers.tasks.append(asyncio.create_task(workers.consumers[spec.name].consume_forever(workers.stop)))
-            jobs += [workers.consumers[spec.name].purge_job(), *spec.jobs(rt.engine(spec.name), rt.settings)]
-        for job in jobs:
-            workers.tasks.append(asyncio.create_task(_run(job, spec.name, workers, rt.settings.saga.max_backoff)))
+    max_backoff = system.settings.saga.max_backoff
+    for name, service in system.services.items():
+        if service.relay is not None:
+            workers.relays[name] = service.relay
+            workers.tasks.append(asyncio.create_task(service.relay.relay_forever(workers.stop)))
+        if service.consumer is not None:
+            workers.consumers[name] = service.consumer
+            workers.tasks.append(asyncio.create_task(service.consumer.consume_forever(workers.stop)))
+        for job in service.jobs:
+            running = run_periodic(job, workers.stop, max_backoff=max_backoff, counted=workers.count(job, name))
+            workers.tasks.append(asyncio.create_task(running))
     try:
-        with watching(_sources(rt, workers)):
+        with watching(_sources(system, workers)):
             yield workers
     finally:
         await workers.close()
 
 
-def _sources(rt: Runtime, workers: Workers) -> list[Source]:
+def _sources(system: System, workers: Workers) -> list[Source]:
     """What the workers of this process report to /metrics and /health/ready."""
-    from hsepay import registry
-
     found: list[Source] = []
     names = dict.fromkeys([*workers.relays, *workers.consumers])
     for name in names:
-        database = registry.get(name).database
-        assert database is not None
-        found.append(DatabaseSource(name, rt.engine(name), database.outbox, database.inbox))
-    if names and rt.broker is not None:
-        found.append(BrokerSource(rt.broker_config(next(iter(names)))))
+        service = system[name]
+        database = service.spec.database
+        assert database is not None and service.engine is not None
+        found.append(DatabaseSource(name, service.engine, database.outbox, database.inbox))
+    brokers = [system[name].broker for name in names if system[name].broker is not None]
+    if brokers:
+        found.append(BrokerSource(brokers[0]))
     found += [RelaySource(name, relay) for name, relay in workers.relays.items()]
     found += [ConsumerSource(name, consumer) for name, consumer in workers.consumers.items()]
     if workers.counts:
@@ -127,27 +114,24 @@ async def wait_for_signal(stop: asyncio.Event) -> None:
             loop.remove_signal_handler(sig)
 
 
-def api_server(rt: Runtime, spec: ServiceSpec, host: str, port: int) -> uvicorn.Server:
-    engine = rt.engine(spec.name) if spec.database is not None else None
-    return quiet_server(spec.create_app(engine, rt.settings), host, port)
+def api_server(system: System, service: str, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server for the app of one service of `system` (built with apps=True)."""
+    app = system[service].app
+    if app is None:
+        raise ValueError(f"the {service} app was not built")
+    return quiet_server(app, host, port)
 
 
-async def serve_api(rt: Runtime, spec: ServiceSpec, *, host: str, port: int, with_workers: bool = False) -> None:
-    if spec.database is not None:
-        await rt.wait_ready_engine(spec.name)
-    server = api_server(rt, spec, host, port)
+async def serve_api(system: System, service: str, *, host: str, port: int) -> None:
+    """Serve one service's app in this process, with whatever workers `system` has, until a signal."""
+    server = api_server(system, service, host, port)
     stop = asyncio.Event()
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            if with_workers:
-                await stack.enter_async_context(start_workers(rt, [spec]))
-            serving = asyncio.create_task(server.serve())
-            log.info("%s API on http://%s:%d (docs: /schema/swagger)", spec.name, host, port)
-            waiting = asyncio.create_task(wait_for_signal(stop))
-            await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-            server.should_exit = True
-            stop.set()
-            await serving
-            waiting.cancel()
-    finally:
-        await rt.dispose()
+    async with start_workers(system):
+        serving = asyncio.create_task(server.serve())
+        log.info("%s API on http://%s:%d (docs: /schema/swagger)", service, host, port)
+        waiting = asyncio.create_task(wait_for_signal(stop))
+        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stop.set()
+        await serving
+        waiting.cancel()

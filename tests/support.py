@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -16,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import registry
 from hsepay.audit import AuditReport, check_invariants
-from hsepay.bootstrap import Runtime
+from hsepay.bootstrap import assemble
+from hsepay.bootstrap.broker import broker_config
+from hsepay.config import Settings
 from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import orders
 from hsepay.orders.tables import outbox as orders_outbox
@@ -25,6 +28,7 @@ from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 from hsepay.relay.broker import BrokerConfig, ensure_topics, partition_offsets
 from hsepay.relay.envelope import OutboxMessage
 from hsepay.relay.inbound import Message
+from hsepay.system import BrokerEndpoint, System
 
 T = TypeVar("T")
 
@@ -80,18 +84,39 @@ def outbox_messages(rows: Sequence[Any]) -> list[Message]:
 # --- Kafka ----------------------------------------------------------------------------------------
 
 
-def broker_of(rt: Runtime, service: str = "payments") -> BrokerConfig:
-    return rt.broker_config(service)
+@dataclass(frozen=True)
+class Saga:
+    """What a saga test runs on: its settings, the session's migrated databases and their engines,
+    and the broker (none of it checked again: the session fixtures made it)."""
+
+    settings: Settings
+    db_urls: Mapping[str, str]
+    engines: Mapping[str, AsyncEngine]
+    broker: BrokerEndpoint
+
+    def system(self, *services: str, relays: bool = True, consumers: bool = True) -> System:
+        """The parts of `services` on these engines and this broker, as `hsepay.bootstrap.build` makes them."""
+        return assemble(
+            self.settings,
+            [registry.get(name) for name in services],
+            engines=self.engines,
+            urls=self.db_urls,
+            broker=self.broker,
+            relays=relays,
+            consumers=consumers,
+        )
+
+    def with_settings(self, **changes: Any) -> Saga:
+        return replace(self, settings=replace(self.settings, **changes))
 
 
-async def ensure_saga_topics(rt: Runtime) -> None:
-    kafka = rt.settings.kafka
-    await ensure_topics(broker_of(rt), (kafka.orders_topic, kafka.payment_status_topic))
+def broker_of(saga: Saga, service: str = "payments") -> BrokerConfig:
+    return broker_config(saga.settings, saga.broker, service)
 
 
-def specs(*names: str) -> tuple[registry.ServiceSpec, ...]:
-    """Registry entries by name, for start_workers and friends."""
-    return tuple(registry.get(name) for name in names)
+async def ensure_saga_topics(saga: Saga) -> None:
+    kafka = saga.settings.kafka
+    await ensure_topics(broker_of(saga), (kafka.orders_topic, kafka.payment_status_topic))
 
 
 @contextlib.asynccontextmanager
@@ -123,10 +148,10 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: end for tp, (end, _) in offsets.items()}
 
 
-async def wait_caught_up(rt: Runtime, service: str, topic: str, timeout: float = 30.0) -> None:
+async def wait_caught_up(saga: Saga, service: str, topic: str, timeout: float = 30.0) -> None:
     """Poll until the service's consumer group has committed every message of `topic`."""
-    bootstrap = rt.settings.kafka.bootstrap_servers
-    group = rt.settings.kafka.group_of(service)
+    bootstrap = saga.settings.kafka.bootstrap_servers
+    group = saga.settings.kafka.group_of(service)
 
     async def caught_up() -> bool:
         ends = await end_offsets(bootstrap, topic)

@@ -137,12 +137,12 @@ async def drain_backlogs(session: SagaSession, *, sizes: list[int], users: int, 
 
 
 async def drain(session: SagaSession, *, orders_count: int, users: int, timeout: float) -> DrainRun:
-    rt = session.rt
+    system = session.system
     per_user = -(-orders_count // users)
-    people = await open_accounts(rt, users, balance=AMOUNT * per_user * 9 // 10)
+    people = await open_accounts(system, users, balance=AMOUNT * per_user * 9 // 10)
     marker = f"drain-{uuid.uuid4().hex[:8]}"
     loop = asyncio.get_running_loop()
-    async with rt.engine("orders").connect() as conn:
+    async with system.engine("orders").connect() as conn:
         began = loop.time()
         transaction = await conn.begin()
         for start in range(0, orders_count, WRITE_CHUNK):
@@ -157,7 +157,7 @@ async def drain(session: SagaSession, *, orders_count: int, users: int, timeout:
             committed = await session.db_now()
             await session.wait_all_final(timeout, interval=0.1)
     session.orders_placed += orders_count
-    async with rt.engine("orders").connect() as conn:
+    async with system.engine("orders").connect() as conn:
         settled = (
             await conn.execute(select(func.extract("epoch", orders.c.updated_at)).where(orders.c.description == marker))
         ).scalars()
@@ -197,7 +197,7 @@ async def _stages(
     window = max(step, duration / 15)
 
     async def times(service: str, column) -> list[float]:
-        async with session.rt.engine(service).connect() as conn:
+        async with session.system.engine(service).connect() as conn:
             rows = await conn.execute(select(func.extract("epoch", column)).where(column >= func.to_timestamp(start)))
             return [float(t) for t in rows.scalars()]
 

@@ -272,12 +272,12 @@ async def http_external(
 
 
 async def _count_orders(session: SagaSession) -> int:
-    async with session.rt.engine("orders").connect() as conn:
+    async with session.system.engine("orders").connect() as conn:
         return (await conn.execute(select(func.count()).select_from(orders))).scalar_one()
 
 
 async def _settled_times(session: SagaSession, since: float) -> list[float]:
-    async with session.rt.engine("orders").connect() as conn:
+    async with session.system.engine("orders").connect() as conn:
         rows = await conn.execute(
             select(func.extract("epoch", orders.c.updated_at)).where(
                 orders.c.description == "http", orders.c.updated_at >= func.to_timestamp(since)

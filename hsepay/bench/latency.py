@@ -174,7 +174,7 @@ async def latency(session: SagaSession, *, samples: int, rate: float, users: int
     people = await session.rich_users(users)
     endpoint = Endpoint(f"{session.orders_url}/orders")
     pool = Pool(endpoint)
-    conninfo = libpq_conninfo(session.rt.db_urls["orders"])
+    conninfo = libpq_conninfo(session.system["orders"].url)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         timer = _Timer(session, pool, FinalPoller(conn), endpoint, timeout)
         first_ms = None
@@ -194,7 +194,7 @@ async def latency(session: SagaSession, *, samples: int, rate: float, users: int
     pool.close()
     session.orders_placed += len(timer.ids)
     saga = Histogram()
-    async with session.rt.engine("orders").connect() as conn:
+    async with session.system.engine("orders").connect() as conn:
         rows = await conn.execute(
             select(func.extract("epoch", orders.c.updated_at - orders.c.created_at)).where(
                 orders.c.id.in_(timer.ids), orders.c.status != "created"

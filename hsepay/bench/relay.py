@@ -90,18 +90,17 @@ async def relay(settings: Settings, *, rows: int, timeout: float, cold: bool = F
     """`cold`: fill the outbox with no relay running, then start the process; the figure then
     includes its start-up (imports, broker probe, lock), as after a deploy or a crash."""
     scratch = await asyncio.to_thread(Scratch.prepare, settings, {"orders": "hsepay_bench_relay"}, name="relay")
-    rt = scratch.runtime()
+    system = await scratch.system(["orders"])
     specs = relay_roles("orders")
     stack = Stack(scratch, specs)
     try:
-        await rt.connect_broker()
-        topic = rt.settings.kafka.orders_topic
-        broker = rt.broker_config("orders")
+        topic = system.settings.kafka.orders_topic
+        broker = system["orders"].broker
         await ensure_topics(broker, [topic])
         layout = "one relay process (hsepay relay orders), nothing else"
         if cold:
             layout += "; started after the fill, its start-up timed"
-        context = Context("relay", layout, await describe_engines(rt))
+        context = Context("relay", layout, await describe_engines(system))
         context.settings = {k: v for k, v in scratch.environ.items() if k.startswith("HSEPAY_RELAY")}
         if not cold:
             await stack.start()
@@ -112,7 +111,7 @@ async def relay(settings: Settings, *, rows: int, timeout: float, cold: bool = F
             for i in range(rows)
         ]
         loop = asyncio.get_running_loop()
-        async with rt.engine("orders").connect() as conn:
+        async with system.engine("orders").connect() as conn:
             began = loop.time()
             transaction = await conn.begin()
             for start in range(0, rows, WRITE_CHUNK):
@@ -131,7 +130,7 @@ async def relay(settings: Settings, *, rows: int, timeout: float, cold: bool = F
                     fill_s = loop.time() - began
                     committed = await _db_now(conn)
                     await _wait_sent(conn, timeout)
-        async with rt.engine("orders").connect() as conn:
+        async with system.engine("orders").connect() as conn:
             sent = [float(t) for t in (await conn.execute(select(func.extract("epoch", outbox.c.sent_at)))).scalars()]
             ids = dict((await conn.execute(select(outbox.c.event_id, outbox.c.id))).all())
         finished = max(sent)
@@ -145,7 +144,7 @@ async def relay(settings: Settings, *, rows: int, timeout: float, cold: bool = F
             rows=rows,
             fill_s=fill_s,
             relay_s=finished - committed,
-            batch_size=rt.settings.relay.batch_size,
+            batch_size=system.settings.relay.batch_size,
             phase=phase,
             verdict=Verdict(ok=not problems, problems=problems, audit=facts, notes=notes),
             series={
@@ -161,8 +160,7 @@ async def relay(settings: Settings, *, rows: int, timeout: float, cold: bool = F
         )
     finally:
         await asyncio.to_thread(stack.stop)
-        await scratch.close(rt)
-        await rt.dispose()
+        await scratch.close(system)
 
 
 async def _wait_active(url: str, timeout: float) -> None:

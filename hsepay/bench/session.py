@@ -22,11 +22,11 @@ from hsepay.auth import TokenIssuer
 from hsepay.bench.results import Context, Verdict
 from hsepay.bench.stack import Scratch, Stack, describe_engines, saga_roles
 from hsepay.bench.usage import Tracked
-from hsepay.bootstrap import Runtime
 from hsepay.config import Settings
 from hsepay.orders.tables import orders
 from hsepay.payments import operations as payments_ops
 from hsepay.relay.broker import ensure_topics
+from hsepay.system import System
 
 __all__ = ["SagaSession", "open_accounts"]
 
@@ -35,10 +35,10 @@ RICH = 10**12
 """The balance of users who must never be refused (latency and http scenarios)."""
 
 
-async def open_accounts(rt: Runtime, count: int, balance: int) -> list[uuid.UUID]:
+async def open_accounts(system: System, count: int, balance: int) -> list[uuid.UUID]:
     """`count` new users, each with an account holding `balance`, in one transaction."""
     people = [uuid.uuid4() for _ in range(count)]
-    async with rt.engine("payments").begin() as conn:
+    async with system.engine("payments").begin() as conn:
         for user in people:
             await payments_ops.create_account(conn, user)
             if balance:
@@ -50,7 +50,7 @@ async def open_accounts(rt: Runtime, count: int, balance: int) -> list[uuid.UUID
 class SagaSession:
     scratch: Scratch
     stack: Stack
-    rt: Runtime
+    system: System
     ports: dict[str, int]
     layout: str
     engines: dict[str, str] = field(default_factory=dict)
@@ -66,22 +66,20 @@ class SagaSession:
     ) -> AsyncIterator[SagaSession]:
         """Prepare scratch data, start the roles, wait until every one is ready; stop them all at the end."""
         scratch = await asyncio.to_thread(Scratch.prepare, settings, SAGA_DATABASES, auth=auth, name="saga")
-        rt = scratch.runtime()
+        system = await scratch.system(SAGA_DATABASES)
         specs, ports = saga_roles(one_process=one_process, auth=auth)
         stack = Stack(scratch, specs)
         layout = "everything in one process (hsepay up)" if one_process else "every role its own process"
-        session = cls(scratch, stack, rt, ports, layout)
+        session = cls(scratch, stack, system, ports, layout)
         try:
-            await rt.connect_broker()
             for spec in registry.with_database():
-                await ensure_topics(rt.broker_config(spec.name), spec.produces(rt.settings.kafka))
-            session.engines = await describe_engines(rt)
+                await ensure_topics(system[spec.name].broker, spec.produces(system.settings.kafka))
+            session.engines = await describe_engines(system)
             await stack.start()
             yield session
         finally:
             await asyncio.to_thread(stack.stop)
-            await scratch.close(rt)
-            await rt.dispose()
+            await scratch.close(system)
 
     @property
     def orders_url(self) -> str:
@@ -89,7 +87,7 @@ class SagaSession:
 
     @property
     def topic(self) -> str:
-        return self.rt.settings.kafka.orders_topic
+        return self.system.settings.kafka.orders_topic
 
     def context(self, scenario: str) -> Context:
         tuning = {k: v for k, v in self.scratch.environ.items() if k not in _NOT_TUNING}
@@ -101,7 +99,7 @@ class SagaSession:
     async def rich_users(self, count: int) -> list[uuid.UUID]:
         """Users who are never refused, opened once per session and shared by the scenarios."""
         if len(self._rich) < count:
-            self._rich += await open_accounts(self.rt, count - len(self._rich), RICH)
+            self._rich += await open_accounts(self.system, count - len(self._rich), RICH)
         return self._rich[:count]
 
     def headers(self, user: uuid.UUID) -> dict[str, str]:
@@ -109,14 +107,14 @@ class SagaSession:
         if not self.scratch.auth:
             return {}
         if user not in self._tokens:
-            issuer = TokenIssuer(self.rt.settings.security.auth_secrets)
+            issuer = TokenIssuer(self.system.settings.security.auth_secrets)
             self._tokens[user] = issuer.issue(user, "user", ttl=24 * 3600)[0]
         return {"Authorization": f"Bearer {self._tokens[user]}"}
 
     async def any_created(self) -> bool:
         """Whether an order still waits for its payment result. EXISTS, not a count: a count over a
         100k-order backlog, polled, cost PostgreSQL more than the saga itself did."""
-        async with self.rt.engine("orders").connect() as conn:
+        async with self.system.engine("orders").connect() as conn:
             return (await conn.execute(select(exists().where(orders.c.status == "created")))).scalar_one()
 
     async def wait_all_final(self, timeout: float, interval: float = 0.05) -> float:
@@ -131,7 +129,7 @@ class SagaSession:
 
     async def db_now(self, service: str = "orders") -> float:
         """The database server's clock, as a Unix time."""
-        async with self.rt.engine(service).connect() as conn:
+        async with self.system.engine(service).connect() as conn:
             return float((await conn.execute(select(func.extract("epoch", func.clock_timestamp())))).scalar_one())
 
     async def verdict(self, *, settle_timeout: float, expect: Sequence[str] = ()) -> Verdict:
@@ -142,7 +140,7 @@ class SagaSession:
             await self.wait_all_final(settle_timeout, interval=0.1)
         except TimeoutError as exc:
             problems.append(str(exc))
-        async with self.rt.engine("payments").connect() as p, self.rt.engine("orders").connect() as o:
+        async with self.system.engine("payments").connect() as p, self.system.engine("orders").connect() as o:
             report = await check_invariants(p, o)
         audit = report.to_json()
         for check in audit["checks"]:

@@ -30,14 +30,15 @@ import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
-from hsepay import embedded, migrate
+from hsepay import embedded, migrate, registry
 from hsepay.bench.usage import Tracked
-from hsepay.bootstrap import Runtime
+from hsepay.bootstrap import build
 from hsepay.chaos.roles import Role, RoleSet
 from hsepay.config import Settings
 from hsepay.ports import free_ports
 from hsepay.relay.probe import describe as describe_broker
 from hsepay.scratch import scratch_databases
+from hsepay.system import System
 
 __all__ = ["RoleSpec", "Scratch", "Stack", "relay_roles", "saga_roles"]
 
@@ -111,27 +112,28 @@ class Scratch:
             environ[f"HSEPAY_{service.upper()}_DB"] = url
         return cls(environ, work_dir, pg_home, broker_home, auth)
 
-    def runtime(self) -> Runtime:
-        """The bench process's own access to the run's databases and broker."""
-        settings = self.settings
-        urls = {
-            service: url
-            for service, url in (("payments", settings.db.payments_url), ("orders", settings.db.orders_url))
-            if url
-        }
-        return Runtime(settings=settings, db_urls=urls)
+    async def system(self, services: Iterable[str]) -> System:
+        """The bench process's own access to the run's databases and broker (`close` it at the end)."""
+        return await build(self.settings, [registry.get(service) for service in services], broker="connect")
 
-    async def close(self, rt: Runtime) -> None:
+    async def close(self, system: System) -> None:
         """Stop the bench's own broker, or delete the run's topics from a configured one (best effort;
         its consumer groups expire by themselves: aiokafka cannot delete groups). The databases stay,
-        for a look afterwards; the next run drops them."""
+        for a look afterwards; the next run drops them. Then close the bench's `system`."""
+        try:
+            await self._forget_topics(system)
+        finally:
+            await system.close()
+
+    async def _forget_topics(self, system: System) -> None:
         if self.broker_home is not None:
             await asyncio.to_thread(embedded.stop_broker, self.broker_home)
             return
-        if rt.broker is None:
+        broker = next((service.broker for service in system.services.values() if service.broker is not None), None)
+        if broker is None:
             return
-        kafka = rt.settings.kafka
-        admin = AIOKafkaAdminClient(**rt.broker_config("orders").client_options())
+        kafka = system.settings.kafka
+        admin = AIOKafkaAdminClient(**broker.client_options())
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -170,14 +172,15 @@ class Scratch:
         return found
 
 
-async def describe_engines(rt: Runtime) -> dict[str, str]:
+async def describe_engines(system: System) -> dict[str, str]:
     """One line per engine for the report: which PostgreSQL and which broker."""
     described = {}
     with contextlib.suppress(Exception):
-        async with rt.engine("orders" if "orders" in rt.db_urls else next(iter(rt.db_urls))).connect() as conn:
+        service = "orders" if "orders" in system.services else next(iter(system.services))
+        async with system.engine(service).connect() as conn:
             described["postgres"] = (await conn.exec_driver_sql("SELECT version()")).scalar_one().split(",")[0]
-    endpoint = await rt.connect_broker()
-    if endpoint.info is not None:
+    endpoint = system.broker
+    if endpoint is not None and endpoint.info is not None:
         described["broker"] = describe_broker(endpoint.info, idempotence=endpoint.idempotence)
     return described
 

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hsepay.bootstrap import Runtime
 from hsepay.orders.tables import orders as orders_table
 from hsepay.resilience import is_unavailable
 
@@ -21,8 +21,8 @@ SAMPLE_EVERY = 0.25
 class Sampler:
     """Counts stuck orders every SAMPLE_EVERY seconds (None while the database cannot be asked)."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, orders: AsyncEngine) -> None:
+        self.orders = orders
         self.samples: list[tuple[float, int | None]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -32,7 +32,7 @@ class Sampler:
         )
         while not stop.is_set():
             try:
-                async with self.rt.engine("orders").connect() as conn:
+                async with self.orders.connect() as conn:
                     stuck = (await conn.execute(query)).scalar_one()
             except Exception as exc:
                 if not is_unavailable(exc):

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import registry
 from hsepay.audit import check_invariants
 from hsepay.auth import TokenIssuer
-from hsepay.bootstrap import Runtime
+from hsepay.bootstrap import built
 from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
 from hsepay.chaos.load import place_orders
 from hsepay.chaos.observe import Sampler
@@ -36,6 +37,7 @@ from hsepay.payments import operations as payments_ops
 from hsepay.ports import free_ports
 from hsepay.relay.broker import ensure_topics, partition_offsets
 from hsepay.resilience import describe, is_unavailable
+from hsepay.system import System
 
 __all__ = ["ChaosReport", "ChaosSetup", "role_commands", "run_chaos"]
 
@@ -76,11 +78,11 @@ def _roles(setup: ChaosSetup, ports: dict[str, int]) -> RoleSet:
     return roles
 
 
-async def _open_accounts(rt: Runtime, users: int, seed: int) -> list[uuid.UUID]:
+async def _open_accounts(payments: AsyncEngine, users: int, seed: int) -> list[uuid.UUID]:
     """Users to order for: most funded, some poor (insufficient_funds), some without an account."""
     rng = random.Random(seed)
     people = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(users)]
-    async with rt.engine("payments").begin() as conn:
+    async with payments.begin() as conn:
         for index, user in enumerate(people):
             if index % 20 == 19:
                 continue  # account_not_found
@@ -172,8 +174,8 @@ async def _faults(
     return records
 
 
-async def _final_count(rt: Runtime, ids: Sequence[uuid.UUID]) -> tuple[int, list[uuid.UUID]]:
-    async with rt.engine("orders").connect() as conn:
+async def _final_count(orders: AsyncEngine, ids: Sequence[uuid.UUID]) -> tuple[int, list[uuid.UUID]]:
+    async with orders.connect() as conn:
         rows = (
             await conn.execute(select(orders_table.c.id, orders_table.c.status).where(orders_table.c.id.in_(ids)))
         ).all()
@@ -181,10 +183,10 @@ async def _final_count(rt: Runtime, ids: Sequence[uuid.UUID]) -> tuple[int, list
     return len(final), [order_id for order_id in ids if order_id not in final]
 
 
-async def _drain(rt: Runtime, ids: list[uuid.UUID], deadline: float) -> tuple[int, list[uuid.UUID]]:
+async def _drain(orders: AsyncEngine, ids: list[uuid.UUID], deadline: float) -> tuple[int, list[uuid.UUID]]:
     while True:
         try:
-            final, pending = await _final_count(rt, ids)
+            final, pending = await _final_count(orders, ids)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -194,14 +196,15 @@ async def _drain(rt: Runtime, ids: list[uuid.UUID], deadline: float) -> tuple[in
         await asyncio.sleep(0.2)
 
 
-async def _duplicates(rt: Runtime) -> int:
+async def _duplicates(system: System) -> int:
     """Messages delivered more than once and dropped by an inbox: messages on a service's topics
     minus the events its inbox recorded (a lower bound where a broker lost messages)."""
     duplicates = 0
     for spec in registry.with_database():
-        offsets = await partition_offsets(rt.broker_config(spec.name), None, spec.consumes(rt.settings.kafka))
+        service = system[spec.name]
+        offsets = await partition_offsets(service.broker, None, spec.consumes(system.settings.kafka))
         delivered = sum(end for end, _ in offsets.values())
-        async with rt.engine(spec.name).connect() as conn:
+        async with system.engine(spec.name).connect() as conn:
             recorded = (await conn.execute(select(func.count()).select_from(spec.database.inbox))).scalar_one()
         duplicates += max(0, delivered - recorded)
     return duplicates
@@ -223,36 +226,33 @@ async def run_chaos(
         # since the whole load comes from one address.
         setup.environ = {**setup.environ, "HSEPAY_AUTH_SECRET": secrets.token_urlsafe(48), "HSEPAY_RATE_LIMIT": "0"}
     settings = Settings.from_env(setup.environ)
-    rt = Runtime.from_settings(settings)
     services = [spec.name for spec in registry.with_database()]
     ports = dict(zip(services, free_ports(len(services)), strict=True))
     roles = _roles(setup, ports)
     try:
-        report = await _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout)
+        async with built(settings, registry.with_database(), database="migrate", broker="connect") as system:
+            report = await _run(system, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout)
     except Exception as exc:
         log.error("chaos run failed: %s", describe(exc))
         raise
     finally:
         exits = roles.stop_all()
-        await rt.dispose()
     report.role_exits = exits
     return report
 
 
-async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout) -> ChaosReport:
-    settings = rt.settings
+async def _run(system: System, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout) -> ChaosReport:
+    settings, broker = system.settings, system.broker
+    assert broker is not None
     for spec in registry.with_database():
-        await rt.migrate(spec.name)
-    broker = await rt.connect_broker()
-    for spec in registry.with_database():
-        await ensure_topics(rt.broker_config(spec.name), spec.produces(settings.kafka))
-    people = await _open_accounts(rt, users, seed)
+        await ensure_topics(system[spec.name].broker, spec.produces(settings.kafka))
+    people = await _open_accounts(system.engine("payments"), users, seed)
     roles.start_all()
     for port in ports.values():
         await _wait_ready(f"http://127.0.0.1:{port}", 60)
     log.info("chaos: roles up (%s), broker %s", ", ".join(roles.roles), broker.bootstrap_servers)
 
-    sampler, stop_sampling = Sampler(rt), asyncio.Event()
+    sampler, stop_sampling = Sampler(system.engine("orders")), asyncio.Event()
     sampling = asyncio.create_task(sampler.run(stop_sampling))
     begin = time.time()
     topics = {"orders": settings.kafka.orders_topic, "payment-status": settings.kafka.payment_status_topic}
@@ -270,11 +270,11 @@ async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_
         headers=headers,
     )
     records = await injecting
-    for engine in rt.engines.values():
-        await engine.dispose()  # a restarted PostgreSQL left the pool's connections dead
+    for service in system.services.values():
+        await system.engine(service.name).dispose()  # a restarted PostgreSQL left the pool's connections dead
     last_fault = max((r.ended for r in records), default=load.finished)
     ids = list(load.accepted.values())
-    final, pending = await _drain(rt, ids, max(last_fault, load.finished) + settle_timeout)
+    final, pending = await _drain(system.engine("orders"), ids, max(last_fault, load.finished) + settle_timeout)
     drained_at = time.time()
     stop_sampling.set()
     await sampling
@@ -290,12 +290,12 @@ async def _run(rt, setup, roles, ports, seed, orders, rate, users, plan, settle_
     report = ChaosReport(seed=seed, intended=load.sent, load=load, faults=records, final=final)
     report.lost = [f"order {order_id} still created" for order_id in pending]
     report.drained_after_last_fault_s = round(drained_at - last_fault, 2) if records and not pending else None
-    report.duplicates_absorbed = await _duplicates(rt)
-    async with rt.engine("orders").connect() as conn:
+    report.duplicates_absorbed = await _duplicates(system)
+    async with system.engine("orders").connect() as conn:
         report.redriven = (
             await conn.execute(select(func.coalesce(func.sum(orders_table.c.payment_requests - 1), 0)))
         ).scalar_one()
-    async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
+    async with system.engine("payments").connect() as p, system.engine("orders").connect() as o:
         report.audit = (await check_invariants(p, o)).to_json()
     report.role_starts = {name: role.starts for name, role in roles.roles.items()}
     report.died = {name: roles.roles[name].proc.returncode for name in roles.dead()}

@@ -8,10 +8,10 @@ from hsepay import audit as money_audit
 from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
+    built,
     cell,
     console,
     execute,
-    open_runtime,
     print_json,
     print_table,
 )
@@ -24,11 +24,8 @@ def audit(as_json: JsonOption = False) -> None:
     """
 
     async def body() -> money_audit.AuditReport:
-        async with open_runtime() as rt:
-            payments = await rt.ready_engine("payments")
-            orders = await rt.ready_engine("orders")
-            await rt.check_distinct_databases()
-            async with payments.connect() as p, orders.connect() as o:
+        async with built() as system:
+            async with system.engine("payments").connect() as p, system.engine("orders").connect() as o:
                 # One repeatable-read snapshot per database, so each side is read consistently.
                 await p.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 await o.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

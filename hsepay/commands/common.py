@@ -18,12 +18,12 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import registry
-from hsepay.bootstrap import Runtime
-from hsepay.config import ConfigError, get_settings
+from hsepay.config import ConfigError, Settings, get_settings
 from hsepay.errors import DomainError
 from hsepay.ids import parse_uuid
 from hsepay.registry import ServiceSpec
 from hsepay.resilience import describe, is_unavailable
+from hsepay.system import System
 
 T = TypeVar("T")
 
@@ -75,29 +75,32 @@ def uuid_argument(value: str) -> uuid.UUID:
     return parsed
 
 
-def runtime(specs: Sequence[ServiceSpec] | None = None) -> Runtime:
-    """Resolve settings into a Runtime; a bad setting becomes exit code 2 with one line."""
+def settings() -> Settings:
+    """The process's settings; a bad setting is exit code 2 with one line naming the variable."""
     try:
-        return Runtime.from_settings(get_settings(), specs)
+        return get_settings()
     except ConfigError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(specs: Sequence[ServiceSpec] | None = None) -> AsyncIterator[Runtime]:
-    """A Runtime for the command's services whose engines are disposed when the command ends."""
-    rt = runtime(specs)
-    try:
-        yield rt
-    finally:
-        await rt.dispose()
+async def built(
+    specs: Sequence[ServiceSpec] | None = None, *, settings: Settings | None = None, **parts: Any
+) -> AsyncIterator[System]:
+    """The system of the command's services (default: every service with a database), checked and
+    ready (`hsepay.bootstrap.build`), its engines disposed of when the command ends."""
+    from hsepay.bootstrap import built as build
+
+    specs = registry.with_database() if specs is None else specs
+    async with build(get_settings() if settings is None else settings, specs, **parts) as system:
+        yield system
 
 
 @contextlib.asynccontextmanager
 async def service_engine(service: str) -> AsyncIterator[AsyncEngine]:
     """An engine on one service database, ready for use, disposed at the end of the command."""
-    async with open_runtime((registry.get(service),)) as rt:
-        yield await rt.ready_engine(service)
+    async with built((registry.get(service),)) as system:
+        yield system.engine(service)
 
 
 def printable(value: str) -> str:

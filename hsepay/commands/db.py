@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
 from hsepay import migrate
-from hsepay.bootstrap import describe_db_error
-from hsepay.commands.common import JsonOption, console, execute, print_json, runtime, services
-from hsepay.config import ConfigError
+from hsepay.commands.common import JsonOption, built, console, execute, print_json, services
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,24 +25,14 @@ def upgrade(
     Example: hsepay db upgrade all
     """
     specs = services(service)
-    rt = runtime(specs)
 
     async def body() -> dict[str, str | None]:
-        try:
+        results = {}
+        async with built(specs, database="migrate") as system:
             for spec in specs:
-                await rt.check_database(spec.name)
-            await rt.check_distinct_databases()
-            results = {}
-            for spec in specs:
-                try:
-                    await rt.migrate(spec.name)
-                except DBAPIError as exc:
-                    raise ConfigError(describe_db_error(rt.variable(spec.name), rt.db_urls[spec.name], exc)) from None
-                async with rt.engine(spec.name).connect() as conn:
+                async with system.engine(spec.name).connect() as conn:
                     results[spec.name] = await conn.run_sync(migrate.revision_of, spec.name)
-            return results
-        finally:
-            await rt.dispose()
+        return results
 
     results = execute(body)
     if as_json:

@@ -12,9 +12,9 @@ from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
     ServiceArg,
+    built,
     console,
     execute,
-    open_runtime,
     print_json,
     print_table,
     services,
@@ -41,17 +41,16 @@ def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
     specs = services(service)
 
     async def body() -> dict[str, Any]:
-        async with open_runtime(specs) as rt:
+        async with built(specs, broker="find") as system:
+            kafka = system.settings.kafka
             report = {}
             for spec in specs:
-                async with (await rt.ready_engine(spec.name)).connect() as conn:
+                async with system.engine(spec.name).connect() as conn:
                     report[spec.name] = await inbox_status(conn, spec.database.inbox, spec.name)
                 question = functools.partial(
-                    consumer_lag,
-                    group_id=rt.settings.kafka.group_of(spec.name),
-                    topics=spec.consumes(rt.settings.kafka),
+                    consumer_lag, group_id=kafka.group_of(spec.name), topics=spec.consumes(kafka)
                 )
-                lag, error = await ask_broker(rt, spec.name, question)
+                lag, error = await ask_broker(system[spec.name], question)
                 report[spec.name]["lag"], report[spec.name]["broker_error"] = lag, error
             return report
 
@@ -105,13 +104,12 @@ def retry(
     (spec,) = services(service)
 
     async def body() -> tuple[int, int]:
-        async with open_runtime((spec,)) as rt:
-            engine = await rt.ready_engine(spec.name)
+        async with built((spec,)) as system:
             return await retry_quarantined(
-                engine,
+                system.engine(spec.name),
                 spec.database.inbox,
                 consumer=spec.name,
-                handlers=spec.handlers(rt.settings),
+                handlers=spec.handlers(system.settings),
                 event_ids=event_id,
             )
 

@@ -10,9 +10,9 @@ import typer
 from hsepay.commands.common import (
     JsonOption,
     ServiceArg,
+    built,
     console,
     execute,
-    open_runtime,
     print_table,
     services,
 )
@@ -36,13 +36,13 @@ def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
     specs = services(service)
 
     async def body() -> dict[str, Any]:
-        async with open_runtime(specs) as rt:
+        async with built(specs, broker="find") as system:
             report = {}
             for spec in specs:
-                async with (await rt.ready_engine(spec.name)).connect() as conn:
+                async with system.engine(spec.name).connect() as conn:
                     report[spec.name] = await outbox_status(conn, spec.database.outbox)
-                question = functools.partial(topic_health, topics=spec.produces(rt.settings.kafka))
-                health, error = await ask_broker(rt, spec.name, question)
+                question = functools.partial(topic_health, topics=spec.produces(system.settings.kafka))
+                health, error = await ask_broker(system[spec.name], question)
                 report[spec.name]["topic_health"], report[spec.name]["broker_error"] = health, error
             return report
 

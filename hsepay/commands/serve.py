@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from hsepay import registry
-from hsepay.commands.common import execute, runtime, services
+from hsepay.commands.common import built, execute, services, settings
 from hsepay.commands.token import require_auth_choice
 
 
@@ -51,21 +51,22 @@ def serve(
     (spec,) = services(service, allowed=tuple(registry.SERVICES.values()))
     if spec.database is not None:  # the gateway verifies nothing itself: the APIs behind it do
         require_auth_choice(insecure_no_auth)
-    rt = runtime((spec,))
     port = port or spec.default_port
-    processes = workers or rt.settings.api.workers
+    processes = workers or settings().api.workers
     if with_workers:
         if processes > 1:
             raise typer.BadParameter("--with-workers runs in one process: leave --workers at 1", param_hint="--workers")
-        execute(lambda: serve_api(rt, spec, host=host, port=port, with_workers=True))
+
+        async def serve_with_workers() -> None:
+            async with built((spec,), wait=True, apps=True, relays=True, consumers=True) as system:
+                await serve_api(system, spec.name, host=host, port=port)
+
+        execute(serve_with_workers)
         return
 
     async def ready() -> None:
-        try:
-            if spec.database is not None:
-                await rt.wait_ready_engine(spec.name)
-        finally:
-            await rt.dispose()
+        async with built((spec,), wait=True):  # each worker process builds its own (hsepay.asgi)
+            pass
 
     execute(ready)
     serve_api_processes(spec.name, host=host, port=port, workers=processes)

@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from hsepay.commands.common import JsonOption, ServiceArg, cell, console, execute, open_runtime, print_json, services
+from hsepay.commands.common import JsonOption, ServiceArg, built, cell, console, execute, print_json, services
 
 TargetOption = Annotated[
     list[str] | None,
@@ -42,21 +42,19 @@ def status(
     targets = list(target or [])
 
     async def body() -> None:
-        async with open_runtime(specs) as rt:
-            for spec in specs:
-                await rt.ready_engine(spec.name)
+        async with built(specs, broker="find") as system:
             if not watch:
-                report = await snapshot(rt, specs, targets)
+                report = await snapshot(system, specs, targets)
                 print_json(report) if as_json else console.print(render(report))
                 return
             if as_json:
                 while True:
-                    print_json(await snapshot(rt, specs, targets))
+                    print_json(await snapshot(system, specs, targets))
                     await asyncio.sleep(interval)
-            with Live(render(await snapshot(rt, specs, targets)), console=console, auto_refresh=False) as live:
+            with Live(render(await snapshot(system, specs, targets)), console=console, auto_refresh=False) as live:
                 while True:
                     await asyncio.sleep(interval)
-                    live.update(render(await snapshot(rt, specs, targets)), refresh=True)
+                    live.update(render(await snapshot(system, specs, targets)), refresh=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         execute(body)

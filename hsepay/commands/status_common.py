@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import typer
 
-from hsepay.commands.asking import NO_BROKER, ask_broker, running_broker
+from hsepay.commands.asking import NO_BROKER, ask_broker
 from hsepay.commands.common import EXIT_USAGE, print_json
 
-__all__ = ["NO_BROKER", "ask_broker", "finish", "running_broker"]
+__all__ = ["NO_BROKER", "ask_broker", "finish"]
 
 
 def finish(report: dict[str, dict], as_json: bool, show: Callable[[dict[str, dict]], None]) -> None:

@@ -12,12 +12,12 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hsepay.bootstrap import Runtime
 from hsepay.registry import ServiceSpec
 from hsepay.relay.backlog import outbox_status
 from hsepay.relay.quarantine import inbox_status
 from hsepay.relay.store import INBOX_PROCESSED
 from hsepay.resilience import describe
+from hsepay.system import System
 
 __all__ = ["THROUGHPUT_WINDOW", "snapshot"]
 
@@ -46,23 +46,22 @@ async def _throughput(conn: AsyncConnection, spec: ServiceSpec) -> dict[str, flo
     }
 
 
-async def _service(rt: Runtime, spec: ServiceSpec) -> dict[str, Any]:
+async def _service(system: System, spec: ServiceSpec) -> dict[str, Any]:
     from hsepay.commands.asking import ask_broker
     from hsepay.relay.broker import partition_offsets
 
     assert spec.database is not None
     report: dict[str, Any] = {"database_error": None}
     try:
-        async with rt.engine(spec.name).connect() as conn:
+        async with system.engine(spec.name).connect() as conn:
             report["outbox"] = await outbox_status(conn, spec.database.outbox)
             report["inbox"] = await inbox_status(conn, spec.database.inbox, spec.name, show=5)
             report.update(await _throughput(conn, spec))
     except Exception as exc:  # one service's database down: the others are still reported
         report["database_error"] = describe(exc)
-    question = functools.partial(
-        partition_offsets, group_id=rt.settings.kafka.group_of(spec.name), topics=spec.consumes(rt.settings.kafka)
-    )
-    offsets, error = await ask_broker(rt, spec.name, question)
+    kafka = system.settings.kafka
+    question = functools.partial(partition_offsets, group_id=kafka.group_of(spec.name), topics=spec.consumes(kafka))
+    offsets, error = await ask_broker(system[spec.name], question)
     report["broker_error"] = error
     if offsets is not None:
         lag: dict[str, dict[str, int]] = {}
@@ -132,11 +131,11 @@ def _errors(services: dict[str, Any], processes: list[dict[str, Any]]) -> list[d
     return errors
 
 
-async def snapshot(rt: Runtime, specs: Sequence[ServiceSpec], targets: Sequence[str]) -> dict[str, Any]:
+async def snapshot(system: System, specs: Sequence[ServiceSpec], targets: Sequence[str]) -> dict[str, Any]:
     """Everything `hsepay status` shows, once."""
     async with httpx.AsyncClient(timeout=TARGET_TIMEOUT) as client:
         reports, processes = await asyncio.gather(
-            asyncio.gather(*(_service(rt, spec) for spec in specs)),
+            asyncio.gather(*(_service(system, spec) for spec in specs)),
             asyncio.gather(*(_target(client, url) for url in targets)),
         )
     services = {spec.name: report for spec, report in zip(specs, reports, strict=True)}

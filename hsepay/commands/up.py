@@ -14,12 +14,12 @@ from rich.live import Live
 from rich.table import Table
 
 from hsepay import registry
-from hsepay.bootstrap import Runtime
-from hsepay.commands.common import EXIT_USAGE, console, execute, fail, runtime
+from hsepay.commands.common import EXIT_USAGE, built, console, execute, fail, settings
 from hsepay.commands.token import announce_auth
 from hsepay.ports import port_problem
 from hsepay.relay.backlog import outbox_status
 from hsepay.resilience import is_unavailable
+from hsepay.system import System
 
 log = logging.getLogger("hsepay")
 
@@ -35,9 +35,9 @@ def _connectable(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
 
 
-async def _pending(rt: Runtime, spec: registry.ServiceSpec) -> int | None:
+async def _pending(system: System, spec: registry.ServiceSpec) -> int | None:
     try:
-        async with rt.engine(spec.name).connect() as conn:
+        async with system.engine(spec.name).connect() as conn:
             return (await outbox_status(conn, spec.database.outbox))["pending"]
     except Exception as exc:
         if is_unavailable(exc):
@@ -45,13 +45,13 @@ async def _pending(rt: Runtime, spec: registry.ServiceSpec) -> int | None:
         raise
 
 
-async def _status_table(rt: Runtime, workers, urls: dict[str, str], broker: str) -> Table:
+async def _status_table(system: System, workers, urls: dict[str, str], broker: str) -> Table:
     table = Table(title=f"hsepay up — broker {broker} — Ctrl-C stops", title_justify="left")
     for column in ("service", "API", "outbox pending", "relay", "processed", "duplicates", "quarantined", "errors"):
         table.add_column(column)
     for spec in registry.with_database():
         relay, consumer = workers.relays[spec.name], workers.consumers[spec.name]
-        pending = await _pending(rt, spec)
+        pending = await _pending(system, spec)
         table.add_row(
             spec.name,
             urls[spec.name],
@@ -110,34 +110,28 @@ def up(
         _check_port(host, *ports[spec.name])
     if metrics_port is not None:
         _check_port(host, metrics_port, "--metrics-port")
-    rt = runtime()
-    announce_auth(console, rt.settings.security.auth_secrets)
+    configured = settings()
+    announce_auth(console, configured.security.auth_secrets)
     # The gateway forwards to the APIs this command starts, wherever HSEPAY_GATEWAY_*_URL point.
-    rt.settings = rt.settings.with_overrides(
+    configured = configured.with_overrides(
         gateway=dataclasses.replace(
-            rt.settings.gateway,
+            configured.gateway,
             payments_url=f"http://{_connectable(host)}:{payments_port}",
             orders_url=f"http://{_connectable(host)}:{orders_port}",
         )
     )
+    specs = tuple(dict.fromkeys([*registry.with_database(), *apis]))
 
     async def body() -> None:
-        try:
-            for spec in registry.with_database():
-                await rt.check_database(spec.name)
-            await rt.check_distinct_databases()
-            for spec in registry.with_database():
-                await rt.migrate(spec.name)
-            endpoint = await rt.connect_broker()
-            broker = endpoint.bootstrap_servers
+        # On its own embedded broker this process is the only consumer of its groups: no join.
+        parts = dict(database="migrate", apps=True, relays=True, consumers=True, only_consumers=True)
+        async with built(specs, settings=configured, **parts) as system:
+            assert system.broker is not None
+            broker = system.broker.bootstrap_servers
             urls = {spec.name: f"http://{host}:{ports[spec.name][0]}" for spec in apis}
-            servers = [api_server(rt, spec, host, ports[spec.name][0]) for spec in apis]
+            servers = [api_server(system, spec.name, host, ports[spec.name][0]) for spec in apis]
             started = time.monotonic()
-            async with (
-                serving_metrics(host, metrics_port),
-                # On its own embedded broker this process is the only consumer of its groups: no join.
-                start_workers(rt, registry.with_database(), only_consumers=endpoint.embedded) as workers,
-            ):
+            async with serving_metrics(host, metrics_port), start_workers(system) as workers:
                 serving = [asyncio.create_task(server.serve()) for server in servers]
                 for name, url in urls.items():
                     console.print(f"{name} API: {url}  (docs {url}/schema/swagger)")
@@ -151,7 +145,7 @@ def up(
                     )
                 waiting = asyncio.create_task(wait_for_signal(workers.stop))
                 live = (
-                    Live(await _status_table(rt, workers, urls, broker), console=console, refresh_per_second=2)
+                    Live(await _status_table(system, workers, urls, broker), console=console, refresh_per_second=2)
                     if status and console.is_terminal
                     else contextlib.nullcontext()
                 )
@@ -159,7 +153,7 @@ def up(
                     while not waiting.done() and not any(task.done() for task in serving):
                         await asyncio.wait([waiting, *serving], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                         if isinstance(live, Live):
-                            live.update(await _status_table(rt, workers, urls, broker))
+                            live.update(await _status_table(system, workers, urls, broker))
                 console.print("stopping: draining workers and APIs…")
                 for server in servers:
                     server.should_exit = True
@@ -167,7 +161,5 @@ def up(
                 await asyncio.gather(*serving, return_exceptions=True)
                 waiting.cancel()
             console.print("stopped")
-        finally:
-            await rt.dispose()
 
     execute(body)

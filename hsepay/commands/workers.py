@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from hsepay.commands.common import ServiceArg, execute, open_runtime, services
+from hsepay.commands.common import ServiceArg, built, execute, services
+from hsepay.config import get_settings
 
 log = logging.getLogger("hsepay")
 
@@ -31,22 +32,20 @@ def _run_workers(choice: str, *, relay: bool, consume: bool, metrics_host: str, 
     specs = services(choice)
 
     async def body() -> None:
-        async with open_runtime(specs) as rt:
-            port = metrics_port or rt.settings.observability.metrics_port
-            for spec in specs:
-                await rt.wait_ready_engine(spec.name)
-            await rt.check_distinct_databases()
-            # Metrics first: /health/live answers while the workers wait for the broker, /health/ready not yet.
-            async with (
-                serving_metrics(metrics_host, port),
-                start_workers(rt, specs, relay=relay, consume=consume) as workers,
-            ):
-                log.info(
-                    "running %s for %s; Ctrl-C stops",
-                    "relay" if relay else "consumer",
-                    ", ".join(spec.name for spec in specs),
-                )
-                await wait_for_signal(workers.stop)
+        port = metrics_port or get_settings().observability.metrics_port
+        # Metrics first: /health/live answers while the build waits for the database and the broker,
+        # /health/ready only once the workers run.
+        async with (
+            serving_metrics(metrics_host, port),
+            built(specs, wait=True, relays=relay, consumers=consume) as system,
+            start_workers(system) as workers,
+        ):
+            log.info(
+                "running %s for %s; Ctrl-C stops",
+                "relay" if relay else "consumer",
+                ", ".join(spec.name for spec in specs),
+            )
+            await wait_for_signal(workers.stop)
 
     execute(body)
 

@@ -6,15 +6,15 @@ import asyncio
 import os
 import time
 import uuid
-from dataclasses import replace
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from hsepay.bootstrap import BrokerEndpoint, Runtime
 from hsepay.config import Settings
 from hsepay.orders.tables import orders
+from hsepay.system import BrokerEndpoint
+from tests.support import Saga
 
 
 def saga_env(broker: str, data_dir, **overrides: str) -> dict[str, str]:
@@ -56,18 +56,14 @@ def saga_settings(saga_environ) -> Settings:
 
 
 @pytest_asyncio.fixture
-async def runtime(saga_settings, db_urls, payments_engine, orders_engine) -> Runtime:
+async def saga(saga_settings, db_urls, payments_engine, orders_engine) -> Saga:
     kafka = saga_settings.kafka
-    return Runtime(
+    return Saga(
         settings=saga_settings,
         db_urls=db_urls,
         engines={"payments": payments_engine, "orders": orders_engine},
         broker=BrokerEndpoint(kafka.bootstrap_servers, bool(kafka.idempotence), embedded=False),
     )
-
-
-def with_settings(rt: Runtime, **changes) -> Runtime:
-    return Runtime(settings=replace(rt.settings, **changes), db_urls=rt.db_urls, engines=rt.engines, broker=rt.broker)
 
 
 async def wait_final(orders_engine, order_ids, timeout: float = 30.0) -> dict[uuid.UUID, tuple[str, str | None]]:

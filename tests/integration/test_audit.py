@@ -16,7 +16,7 @@ from hsepay.payments.model import PaymentRequest
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.support import assert_audit_ok, audit, open_account, place_order, specs
+from tests.support import assert_audit_ok, audit, open_account, place_order
 
 TOPIC = "orders-audit-unused"  # these tests settle orders by hand; nothing is relayed
 
@@ -60,15 +60,15 @@ async def settled(payments_engine, orders_engine):
     return {"rich": rich, "poor": poor, **ids}
 
 
-async def test_audit_ok_after_a_real_saga_run(runtime, payments_engine, orders_engine):
-    topic = runtime.settings.kafka.orders_topic
+async def test_audit_ok_after_a_real_saga_run(saga, payments_engine, orders_engine):
+    topic = saga.settings.kafka.orders_topic
     rich = await open_account(payments_engine, 1000)
     poor = await open_account(payments_engine, 20)
     ids = [await place_order(orders_engine, rich, 100, topic) for _ in range(5)]
     ids += [await place_order(orders_engine, poor, 15, topic) for _ in range(3)]
     ids.append(await place_order(orders_engine, uuid.uuid4(), 1, topic))
 
-    async with start_workers(runtime, specs("payments", "orders")):
+    async with start_workers(saga.system("payments", "orders")):
         final = await wait_final(orders_engine, ids)
 
     assert [status for status, _ in final.values()].count("success") == 6

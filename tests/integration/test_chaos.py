@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import func, select, text
 
 from hsepay import embedded
-from hsepay.bootstrap import BrokerEndpoint, Runtime
 from hsepay.orders.tables import outbox as orders_outbox
 from hsepay.payments import operations as payments_ops
 from hsepay.payments.tables import ledger_entries
 from hsepay.relay.backlog import outbox_status
 from hsepay.roles import start_workers
+from hsepay.system import BrokerEndpoint
 from tests.integration.conftest import wait_final
-from tests.support import assert_audit_ok, end_offsets, open_account, place_orders, poll_until, specs
+from tests.support import assert_audit_ok, end_offsets, open_account, place_orders, poll_until
 
 pytestmark = pytest.mark.chaos
 
@@ -63,12 +63,12 @@ async def _relay_sessions(orders_engine, pid: int) -> int:
         ).scalar_one()
 
 
-async def test_standby_relay_takes_over_after_kill_9(saga_environ, runtime, payments_engine, orders_engine):
+async def test_standby_relay_takes_over_after_kill_9(saga_environ, saga, payments_engine, orders_engine):
     relays = _relay_processes(saga_environ, 2)
     try:
         user = await open_account(payments_engine, 10_000)
-        topic = runtime.settings.kafka.orders_topic
-        async with start_workers(runtime, specs("payments")), start_workers(runtime, specs("orders"), relay=False):
+        topic = saga.settings.kafka.orders_topic
+        async with start_workers(saga.system("payments")), start_workers(saga.system("orders", relays=False)):
             first = await _active_relay_pid(orders_engine)
             assert first in {p.pid for p in relays}
             before = await place_orders(orders_engine, user, 10, topic, 100)
@@ -95,17 +95,17 @@ async def test_standby_relay_takes_over_after_kill_9(saga_environ, runtime, paym
 
 
 async def test_a_frozen_relay_loses_its_lock_and_publishes_nothing_after_the_takeover(
-    saga_environ, runtime, payments_engine, orders_engine
+    saga_environ, saga, payments_engine, orders_engine
 ):
     """SIGSTOP the active relay: PostgreSQL ends its silent session after the lease, the standby
     takes over, and after SIGCONT the old relay stands by without publishing another message."""
     lease = 3.0
     relays = _relay_processes(saga_environ, 2, HSEPAY_RELAY_LEASE=str(lease))
-    bootstrap = runtime.settings.kafka.bootstrap_servers
-    topic = runtime.settings.kafka.orders_topic
+    bootstrap = saga.settings.kafka.bootstrap_servers
+    topic = saga.settings.kafka.orders_topic
     try:
         user = await open_account(payments_engine, 10_000)
-        async with start_workers(runtime, specs("payments")), start_workers(runtime, specs("orders"), relay=False):
+        async with start_workers(saga.system("payments")), start_workers(saga.system("orders", relays=False)):
             frozen = await _active_relay_pid(orders_engine)
             await wait_final(orders_engine, await place_orders(orders_engine, user, 10, topic, 20))
 
@@ -142,27 +142,22 @@ def _kill_broker(directory) -> None:
     (directory / "broker.json").unlink()
 
 
-async def test_broker_restart_loses_messages_and_redrive_recovers(
-    runtime, private_broker, payments_engine, orders_engine
-):
+async def test_broker_restart_loses_messages_and_redrive_recovers(saga, private_broker, payments_engine, orders_engine):
     directory, address = private_broker
     port = int(address.rsplit(":", 1)[1])
-    settings = runtime.settings
-    rt = Runtime(
-        settings=replace(
-            settings,
+    settings = saga.settings
+    private = replace(
+        saga.with_settings(
             # Tansu: no idempotent producers, one node.
             kafka=replace(settings.kafka, bootstrap_servers=address, idempotence=False, replication_factor=1),
             saga=replace(settings.saga, redrive_after=2.0, redrive_interval=0.5),
         ),
-        db_urls=runtime.db_urls,
-        engines=runtime.engines,
         broker=BrokerEndpoint(address, False, embedded=True),
     )
-    topic = rt.settings.kafka.orders_topic
+    topic = private.settings.kafka.orders_topic
     user = await open_account(payments_engine, 100_000)
     poor = await open_account(payments_engine, 5)
-    async with start_workers(rt, specs("payments", "orders")):
+    async with start_workers(private.system("payments", "orders")):
         settled = await place_orders(orders_engine, user, 7, topic, 30)
         await wait_final(orders_engine, settled, timeout=30)
 

@@ -25,7 +25,7 @@ from hsepay.relay.inbound import EventHandler
 from hsepay.relay.quarantine import inbox_status, retry_quarantined
 from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
 from hsepay.roles import start_workers
-from tests.integration.conftest import wait_final, with_settings
+from tests.integration.conftest import wait_final
 from tests.support import (
     assert_audit_ok,
     broker_of,
@@ -41,14 +41,13 @@ from tests.support import (
     place_order,
     poll_until,
     publish,
-    specs,
     wait_caught_up,
 )
 
 
-def _regrouped(rt, prefix: str):
-    """The same runtime with other consumer groups: they start from offset 0 of every topic."""
-    return with_settings(rt, kafka=replace(rt.settings.kafka, group_prefix=prefix))
+def _regrouped(saga, prefix: str):
+    """The same saga with other consumer groups: they start from offset 0 of every topic."""
+    return saga.with_settings(kafka=replace(saga.settings.kafka, group_prefix=prefix))
 
 
 async def _inbox_rows(engine, inbox, consumer: str):
@@ -59,24 +58,24 @@ async def _inbox_rows(engine, inbox, consumer: str):
 # --- the same event twice ------------------------------------------------------------------------
 
 
-async def test_same_event_delivered_twice_through_kafka_debits_once(runtime, payments_engine, orders_engine):
-    topic = runtime.settings.kafka.orders_topic
+async def test_same_event_delivered_twice_through_kafka_debits_once(saga, payments_engine, orders_engine):
+    topic = saga.settings.kafka.orders_topic
     user = await open_account(payments_engine, 1000)
     order_id = await place_order(orders_engine, user, 300, topic)
     row = await order_created_row(orders_engine, order_id)
-    await ensure_saga_topics(runtime)
+    await ensure_saga_topics(saga)
 
     # The orders relay stays off: the only copies of order.created are the two published here.
     async with (
-        start_workers(runtime, specs("payments")),
-        start_workers(runtime, specs("orders"), relay=False),
-        kafka_producer(runtime.settings.kafka.bootstrap_servers) as producer,
+        start_workers(saga.system("payments")),
+        start_workers(saga.system("orders", relays=False)),
+        kafka_producer(saga.settings.kafka.bootstrap_servers) as producer,
     ):
         first = await publish(producer, row)
         second = await publish(producer, row)
         assert (first.partition, first.offset + 1) == (second.partition, second.offset)
         final = await wait_final(orders_engine, [order_id])
-        await wait_caught_up(runtime, "payments", topic)
+        await wait_caught_up(saga, "payments", topic)
 
     assert final[order_id] == ("success", None)
     snapshot = await payments_snapshot(payments_engine)
@@ -89,8 +88,8 @@ async def test_same_event_delivered_twice_through_kafka_debits_once(runtime, pay
     await assert_audit_ok(payments_engine, orders_engine)
 
 
-async def test_same_batch_applied_twice_has_one_effect(runtime, payments_engine, orders_engine):
-    topic = runtime.settings.kafka.orders_topic
+async def test_same_batch_applied_twice_has_one_effect(saga, payments_engine, orders_engine):
+    topic = saga.settings.kafka.orders_topic
     rich = await open_account(payments_engine, 500)
     poor = await open_account(payments_engine, 50)
     paid = await place_order(orders_engine, rich, 200, topic)
@@ -98,7 +97,7 @@ async def test_same_batch_applied_twice_has_one_effect(runtime, payments_engine,
     async with orders_engine.connect() as conn:
         rows = (await conn.execute(select(orders_outbox).order_by(orders_outbox.c.id))).all()
     messages = outbox_messages(rows)
-    payments = runtime.build_consumer(registry.get("payments"))
+    payments = saga.system("payments", relays=False)["payments"].consumer
 
     assert await payments.apply(messages + messages[:1])  # a duplicate inside the batch, too
     assert await payments.apply(messages)
@@ -118,7 +117,7 @@ async def test_same_batch_applied_twice_has_one_effect(runtime, payments_engine,
     assert len(answers) == 2
 
     # Close the loop by hand: the orders consumer applies the answers, twice.
-    orders = runtime.build_consumer(registry.get("orders"))
+    orders = saga.system("orders", relays=False)["orders"].consumer
     assert await orders.apply(outbox_messages(answers))
     assert await orders.apply(outbox_messages(answers))
     assert (await orders_snapshot(orders_engine))[paid][:2] == ("success", None)
@@ -130,8 +129,8 @@ async def test_same_batch_applied_twice_has_one_effect(runtime, payments_engine,
 # --- full replay -----------------------------------------------------------------------------------
 
 
-async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, payments_engine, orders_engine):
-    topic = runtime.settings.kafka.orders_topic
+async def test_full_replay_with_and_without_inbox_changes_no_money(saga, payments_engine, orders_engine):
+    topic = saga.settings.kafka.orders_topic
     users = [await open_account(payments_engine, balance) for balance in (1000, 100, 0)]
     stranger = uuid.uuid4()
     ids = []
@@ -139,9 +138,9 @@ async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, paym
         user = (users + [stranger])[i % 4]
         ids.append(await place_order(orders_engine, user, 10 + 20 * (i % 3), topic))
 
-    async with start_workers(runtime, specs("payments", "orders")):
+    async with start_workers(saga.system("payments", "orders")):
         final = await wait_final(orders_engine, ids)
-        await wait_caught_up(runtime, "payments", topic)
+        await wait_caught_up(saga, "payments", topic)
     assert {status for status, _ in final.values()} == {"success", "failed"}
     before = await payments_snapshot(payments_engine)
     orders_before = await orders_snapshot(orders_engine)
@@ -150,8 +149,8 @@ async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, paym
     await assert_audit_ok(payments_engine, orders_engine)
 
     # 1. A new consumer group reads the orders topic from offset 0: every event is an inbox duplicate.
-    replay = _regrouped(runtime, f"{runtime.settings.kafka.group_prefix}-replay1")
-    async with start_workers(replay, specs("payments"), relay=False) as workers:
+    replay = _regrouped(saga, f"{saga.settings.kafka.group_prefix}-replay1")
+    async with start_workers(replay.system("payments", relays=False)) as workers:
         await wait_caught_up(replay, "payments", topic)
         stats = workers.consumers["payments"].stats
     assert stats.processed == 0
@@ -163,10 +162,10 @@ async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, paym
     async with payments_engine.begin() as conn:
         deleted = await conn.execute(delete(payments_inbox).where(payments_inbox.c.consumer == "payments"))
     assert deleted.rowcount == len(ids)
-    replay = _regrouped(runtime, f"{runtime.settings.kafka.group_prefix}-replay2")
+    replay = _regrouped(saga, f"{saga.settings.kafka.group_prefix}-replay2")
     async with (
-        start_workers(replay, specs("payments")) as workers,
-        start_workers(runtime, specs("orders"), relay=False),
+        start_workers(replay.system("payments")) as workers,
+        start_workers(saga.system("orders", relays=False)),
     ):
         await wait_caught_up(replay, "payments", topic)
         assert workers.consumers["payments"].stats.processed == len(ids)
@@ -175,7 +174,7 @@ async def test_full_replay_with_and_without_inbox_changes_no_money(runtime, paym
             _at_least(lambda: count(orders_engine, orders_inbox), 2 * len(ids)),
             what="the re-sent answers to reach the orders inbox",
         )
-        await wait_caught_up(runtime, "orders", runtime.settings.kafka.payment_status_topic)
+        await wait_caught_up(saga, "orders", saga.settings.kafka.payment_status_topic)
 
     assert await payments_snapshot(payments_engine) == before
     assert await orders_snapshot(orders_engine) == orders_before  # status, reason and updated_at
@@ -203,12 +202,12 @@ def _at_least(counter, minimum: int):
 # --- poison messages ---------------------------------------------------------------------------------
 
 
-async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(runtime, payments_engine, orders_engine):
-    kafka = runtime.settings.kafka
+async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(saga, payments_engine, orders_engine):
+    kafka = saga.settings.kafka
     topic = kafka.orders_topic
     user = await open_account(payments_engine, 1000)
     key = str(user)
-    await ensure_saga_topics(runtime)
+    await ensure_saga_topics(saga)
 
     def envelope(event_type: str, data: dict) -> object:
         return new_message(topic=topic, key=key, event_type=event_type, data=data, correlation_id=str(uuid.uuid4()))
@@ -239,14 +238,14 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(r
         partitions |= {meta.partition for meta in poison.values()}
         assert len(partitions) == 1  # one key, one partition: poison sits between valid orders
 
-        async with start_workers(runtime, specs("payments")), start_workers(runtime, specs("orders"), relay=False):
+        async with start_workers(saga.system("payments")), start_workers(saga.system("orders", relays=False)):
             final = await wait_final(orders_engine, ids)
-            await wait_caught_up(runtime, "payments", topic)
+            await wait_caught_up(saga, "payments", topic)
 
     assert set(final.values()) == {("success", None)}
     (partition,) = partitions
     last_poison = max(meta.offset for meta in poison.values())
-    committed = await committed_offsets(kafka.bootstrap_servers, runtime.settings.kafka.group_of("payments"), topic)
+    committed = await committed_offsets(kafka.bootstrap_servers, saga.settings.kafka.group_of("payments"), topic)
     assert committed[partition] is not None and committed[partition] > last_poison
 
     async with payments_engine.connect() as conn:
@@ -266,7 +265,7 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(r
     assert seen[(poison["negative"].partition, poison["negative"].offset)]["event_id"] == str(negative.event_id)
 
     # Retrying cannot cure malformed messages: they stay quarantined, and say they were retried.
-    handlers = registry.get("payments").handlers(runtime.settings)
+    handlers = registry.get("payments").handlers(saga.settings)
     assert await retry_quarantined(payments_engine, payments_inbox, consumer="payments", handlers=handlers) == (0, 4)
     async with payments_engine.connect() as conn:
         status = await inbox_status(conn, payments_inbox, "payments")
@@ -276,13 +275,13 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(r
     await assert_audit_ok(payments_engine, orders_engine)
 
 
-async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(runtime, payments_engine, orders_engine):
-    kafka = runtime.settings.kafka
+async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(saga, payments_engine, orders_engine):
+    kafka = saga.settings.kafka
     topic = kafka.orders_topic
     user = await open_account(payments_engine, 1000)
     doomed = await place_order(orders_engine, user, 300, topic)
     healthy = await place_order(orders_engine, user, 200, topic)
-    await ensure_saga_topics(runtime)
+    await ensure_saga_topics(saga)
 
     real = payments_handlers(payment_status_topic=kafka.payment_status_topic)["order.created"]
     calls: list[uuid.UUID] = []
@@ -298,20 +297,20 @@ async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(ru
         engine=payments_engine,
         inbox_table=payments_inbox,
         handlers={"order.created": EventHandler(schema=PaymentRequest, apply=flaky)},
-        broker=broker_of(runtime),
+        broker=broker_of(saga),
         topics=(topic,),
-        group_id=runtime.settings.kafka.group_of("payments"),
+        group_id=saga.settings.kafka.group_of("payments"),
         settings=ConsumerSettings(batch_size=500, max_attempts=3),
     )
     stop = asyncio.Event()
     async with (
-        start_workers(runtime, specs("payments"), consume=False),  # the payments relay sends the answers
-        start_workers(runtime, specs("orders")),  # the orders relay sends the requests
+        start_workers(saga.system("payments", consumers=False)),  # the payments relay sends the answers
+        start_workers(saga.system("orders")),  # the orders relay sends the requests
     ):
         task = asyncio.create_task(consumer.consume_forever(stop))
         try:
             await wait_final(orders_engine, [healthy])
-            await wait_caught_up(runtime, "payments", topic)
+            await wait_caught_up(saga, "payments", topic)
         finally:
             stop.set()
             await task
@@ -327,7 +326,7 @@ async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(ru
         assert (await orders_snapshot(orders_engine))[doomed][0] == "created"
 
         # The fix is deployed: retrying applies the quarantined message with the real handlers.
-        handlers = registry.get("payments").handlers(runtime.settings)
+        handlers = registry.get("payments").handlers(saga.settings)
         assert await retry_quarantined(payments_engine, payments_inbox, consumer="payments", handlers=handlers) == (
             1,
             0,

@@ -12,13 +12,12 @@ import os
 
 import pytest
 
-from hsepay import registry
-from hsepay.bootstrap import Runtime
+from hsepay.bootstrap.broker import connect_broker
 from hsepay.config import ConfigError, Settings
 from hsepay.relay.probe import BrokerRefusedLogin, probe_broker
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.support import open_account, place_order
+from tests.support import Saga, open_account, place_order
 
 SASL = os.environ.get("HSEPAY_TEST_KAFKA_SASL")
 USER = os.environ.get("HSEPAY_TEST_KAFKA_SASL_USER", ":")
@@ -42,12 +41,12 @@ def _sasl_environ(saga_environ: dict[str, str], mechanism: str, password: str | 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
 async def test_the_saga_runs_over_a_scram_listener(saga_environ, db_urls, engines, mechanism):
-    rt = Runtime(settings=Settings.from_env(_sasl_environ(saga_environ, mechanism)), db_urls=db_urls, engines=engines)
-    endpoint = await rt.connect_broker()
+    settings = Settings.from_env(_sasl_environ(saga_environ, mechanism))
+    endpoint = await connect_broker(settings)
     assert endpoint.idempotence is True
     user = await open_account(engines["payments"], 100)
-    order = await place_order(engines["orders"], user, 40, rt.settings.kafka.orders_topic)
-    async with start_workers(rt, registry.with_database()):
+    order = await place_order(engines["orders"], user, 40, settings.kafka.orders_topic)
+    async with start_workers(Saga(settings, db_urls, engines, endpoint).system("payments", "orders")):
         final = await wait_final(engines["orders"], [order])
     assert final[order] == ("success", None)
 
@@ -56,9 +55,8 @@ async def test_a_wrong_password_is_one_config_error_not_a_retry(saga_environ, db
     settings = Settings.from_env(_sasl_environ(saga_environ, "SCRAM-SHA-512", password="not-the-password"))
     with pytest.raises(BrokerRefusedLogin, match="refused the login: .*invalid credentials"):
         await probe_broker(SASL, timeout=15, **settings.kafka.security_options())
-    rt = Runtime(settings=settings, db_urls=db_urls, engines=engines)
     with pytest.raises(ConfigError, match="^HSEPAY_KAFKA_SASL_USERNAME/PASSWORD: broker .* refused the login"):
-        await asyncio.wait_for(rt.connect_broker(), timeout=30)  # at once, not after retries
+        await asyncio.wait_for(connect_broker(settings), timeout=30)  # at once, not after retries
 
 
 def test_sasl_without_credentials_is_a_config_error(saga_environ):

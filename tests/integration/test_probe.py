@@ -11,13 +11,12 @@ from dataclasses import replace
 
 import pytest
 
-from hsepay import registry
-from hsepay.bootstrap import Runtime
+from hsepay.bootstrap.broker import connect_broker
 from hsepay.config import Settings
 from hsepay.relay.probe import BrokerInfo, BrokerProbeError, choose_idempotence, describe, probe_broker
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.support import open_account, place_order
+from tests.support import Saga, open_account, place_order
 
 ON_KAFKA = bool(os.environ.get("HSEPAY_TEST_KAFKA"))
 
@@ -106,18 +105,18 @@ async def test_hsepay_kafka_alone_is_enough_whatever_the_broker(
     # The per-test engines: they empty the outboxes, whose leftover rows from other tests name
     # topics no broker has (Apache Kafka does not create topics on a produce; Tansu does).
     engines = {"payments": payments_engine, "orders": orders_engine}
-    rt = Runtime(settings=Settings.from_env(environ), db_urls=db_urls, engines=engines)
+    settings = Settings.from_env(environ)
     with caplog.at_level(logging.INFO, logger="hsepay.bootstrap"):
-        endpoint = await rt.connect_broker()
-    lines = [r.getMessage() for r in caplog.records if r.name == "hsepay.bootstrap"]
+        endpoint = await connect_broker(settings)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("hsepay.bootstrap")]
     assert endpoint.idempotence is ON_KAFKA
     assert any(line.startswith(f"broker {endpoint.bootstrap_servers} (HSEPAY_KAFKA): ") for line in lines), lines
     if not ON_KAFKA:
         assert any("idempotence off" in line and "as Tansu does" in line for line in lines), lines
 
     user = await open_account(engines["payments"], 100)
-    order = await place_order(engines["orders"], user, 60, rt.settings.kafka.orders_topic)
-    async with start_workers(rt, registry.with_database()) as workers:
+    order = await place_order(engines["orders"], user, 60, settings.kafka.orders_topic)
+    async with start_workers(Saga(settings, db_urls, engines, endpoint).system("payments", "orders")) as workers:
         final = await wait_final(engines["orders"], [order])
     assert final[order] == ("success", None)
     assert all(relay.stats.errors == 0 for relay in workers.relays.values())

@@ -12,7 +12,6 @@ from hsepay.api.app import create_orders_app, create_payments_app
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.support import specs
 
 
 async def _account(client, balance: int) -> str:
@@ -29,11 +28,11 @@ async def _order(client, user: str, amount: int) -> uuid.UUID:
     return uuid.UUID(response.json()["id"])
 
 
-async def test_funded_unfunded_and_unknown_account(runtime, payments_engine, orders_engine):
+async def test_funded_unfunded_and_unknown_account(saga, payments_engine, orders_engine):
     async with (
         AsyncTestClient(create_payments_app(payments_engine)) as payments,
-        AsyncTestClient(create_orders_app(orders_engine, orders_topic=runtime.settings.kafka.orders_topic)) as orders,
-        start_workers(runtime, specs("payments", "orders")),
+        AsyncTestClient(create_orders_app(orders_engine, orders_topic=saga.settings.kafka.orders_topic)) as orders,
+        start_workers(saga.system("payments", "orders")),
     ):
         rich = await _account(payments, 1000)
         poor = await _account(payments, 10)
@@ -52,14 +51,14 @@ async def test_funded_unfunded_and_unknown_account(runtime, payments_engine, ord
         assert shown["status"] == "failed" and shown["reason"] == "insufficient_funds"
 
 
-async def test_concurrent_orders_never_overdraw(runtime, payments_engine, orders_engine):
+async def test_concurrent_orders_never_overdraw(saga, payments_engine, orders_engine):
     """200 orders of 10 against a balance of 500: exactly 50 succeed, the balance ends at 0."""
     async with (
         AsyncTestClient(create_payments_app(payments_engine)) as payments,
-        AsyncTestClient(create_orders_app(orders_engine, orders_topic=runtime.settings.kafka.orders_topic)) as orders,
+        AsyncTestClient(create_orders_app(orders_engine, orders_topic=saga.settings.kafka.orders_topic)) as orders,
     ):
         user = await _account(payments, 500)
-        async with start_workers(runtime, specs("payments", "orders")):
+        async with start_workers(saga.system("payments", "orders")):
             ids = await asyncio.gather(*(_order(orders, user, 10) for _ in range(200)))
             final = await wait_final(orders_engine, ids)
 

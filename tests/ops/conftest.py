@@ -12,7 +12,7 @@ import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
 from hsepay.api.app import create_orders_app, create_payments_app
-from tests.integration.conftest import runtime, saga_environ, saga_settings  # noqa: F401  (fixtures)
+from tests.integration.conftest import saga, saga_environ, saga_settings  # noqa: F401  (fixtures)
 
 
 def binary(name: str, package: str, require: str) -> str:
@@ -26,11 +26,11 @@ def binary(name: str, package: str, require: str) -> str:
 
 
 @pytest_asyncio.fixture
-async def apis(runtime):  # noqa: F811
+async def apis(saga):  # noqa: F811
     """Both APIs in-process on the test databases, with their lifespans (metrics and health sources)."""
-    kafka = runtime.settings.kafka
-    payments = create_payments_app(runtime.engine("payments"))
-    orders = create_orders_app(runtime.engine("orders"), orders_topic=kafka.orders_topic)
+    kafka = saga.settings.kafka
+    payments = create_payments_app(saga.engines["payments"])
+    orders = create_orders_app(saga.engines["orders"], orders_topic=kafka.orders_topic)
     async with AsyncTestClient(app=payments) as p, AsyncTestClient(app=orders) as o:
         yield p, o
 

@@ -17,7 +17,7 @@ from hsepay.orders import operations as orders_ops
 from hsepay.relay.envelope import new_message
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.support import kafka_producer, open_account, place_order, poll_until, publish, specs
+from tests.support import kafka_producer, open_account, place_order, poll_until, publish
 
 SAGA_LOGGERS = ("hsepay.orders", "hsepay.payments", "hsepay.relay.consumer")
 
@@ -97,9 +97,9 @@ def test_format_follows_the_terminal_and_log_level_is_an_option():
 
 
 async def test_every_saga_line_carries_order_event_and_correlation_ids(
-    runtime, payments_engine, orders_engine, json_lines
+    saga, payments_engine, orders_engine, json_lines
 ):
-    kafka = runtime.settings.kafka
+    kafka = saga.settings.kafka
     rich = await open_account(payments_engine, 1000)
     paid = await place_order(orders_engine, rich, 100, kafka.orders_topic)
     refused = await place_order(orders_engine, rich, 5000, kafka.orders_topic)
@@ -112,7 +112,7 @@ async def test_every_saga_line_carries_order_event_and_correlation_ids(
         data={"order_id": poison_order, "user_id": str(rich), "amount": 10**19},
         correlation_id=poison_order,
     )
-    async with start_workers(runtime, specs("payments", "orders")) as workers:
+    async with start_workers(saga.system("payments", "orders")) as workers:
         async with kafka_producer(kafka.bootstrap_servers) as producer:
             await publish(producer, poison)
         await wait_final(orders_engine, [paid, refused], timeout=60)

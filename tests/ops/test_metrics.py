@@ -15,7 +15,7 @@ from hsepay.observability import catalog
 from hsepay.roles import start_workers
 from tests.e2e.conftest import free_port
 from tests.ops.helpers import names, value
-from tests.support import poll_until, specs
+from tests.support import poll_until
 
 
 async def _metrics(client) -> str:
@@ -25,7 +25,7 @@ async def _metrics(client) -> str:
     return response.text
 
 
-async def test_metric_names_present_and_moving_after_an_order(runtime, apis):
+async def test_metric_names_present_and_moving_after_an_order(saga, apis):
     payments, orders = apis
     user = str(uuid.uuid4())
     assert (await payments.post("/accounts", json={"user_id": user})).status_code == 201
@@ -38,7 +38,7 @@ async def test_metric_names_present_and_moving_after_an_order(runtime, apis):
 
     await poll_until(backlog_seen, timeout=10, what="the orders outbox backlog gauge to show the new order")
 
-    async with start_workers(runtime, specs("payments", "orders")):
+    async with start_workers(saga.system("payments", "orders")):
 
         async def settled_and_counted() -> str | None:
             order = (await orders.get(f"/orders/{accepted['id']}")).json()

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from hsepay.config import ObservabilitySettings
 from hsepay.observability import tracing
 from hsepay.roles import start_workers
-from tests.support import order_created_row, poll_until, specs
+from tests.support import order_created_row, poll_until
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def spans():
     tracing.disable()
 
 
-async def test_one_order_is_one_trace_across_both_services(runtime, apis, orders_engine, spans):
+async def test_one_order_is_one_trace_across_both_services(saga, apis, orders_engine, spans):
     payments, orders = apis
     user = str(uuid.uuid4())
     await payments.post("/accounts", json={"user_id": user})
@@ -41,7 +41,7 @@ async def test_one_order_is_one_trace_across_both_services(runtime, apis, orders
     row = await order_created_row(orders_engine, uuid.UUID(order_id))
     assert row.headers["traceparent"].split("-")[1] == caller_trace  # the outbox row carries the trace
 
-    async with start_workers(runtime, specs("payments", "orders")):
+    async with start_workers(saga.system("payments", "orders")):
 
         async def settled_span():
             return [
@@ -56,7 +56,7 @@ async def test_one_order_is_one_trace_across_both_services(runtime, apis, orders
     finished = spans.get_finished_spans()
     in_trace = [s for s in finished if format(s.context.trace_id, "032x") == caller_trace]
     by_name = {(s.name, s.attributes.get("hsepay.service")) for s in in_trace}
-    kafka = runtime.settings.kafka
+    kafka = saga.settings.kafka
     assert ("POST /orders", "orders") in by_name
     assert (f"process {kafka.orders_topic}", "payments") in by_name
     assert (f"create {kafka.payment_status_topic}", None) in by_name
