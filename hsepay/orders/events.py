@@ -1,22 +1,18 @@
-"""Events the orders service emits and consumes (DESIGN §4). Version 1 of each."""
+"""The event the orders service emits (DESIGN §4; declared in hsepay.events with those it consumes)."""
 
 from __future__ import annotations
 
 import uuid
 
-from hsepay.relay.envelope import OutboxMessage, new_message
-
-ORDER_CREATED = "order.created"
-PAYMENT_SUCCEEDED = "payment.succeeded"
-PAYMENT_FAILED = "payment.failed"
+from hsepay.events import OrderCreated, outbox_message
+from hsepay.relay.envelope import OutboxMessage
 
 
 def payment_requested(*, order_id: uuid.UUID, user_id: uuid.UUID, amount: int, topic: str) -> OutboxMessage:
     """`order.created`: asks the payments side to debit `amount` for this order (keyed by user)."""
-    return new_message(
+    return outbox_message(
+        OrderCreated(order_id=order_id, user_id=user_id, amount=amount),
         topic=topic,
         key=str(user_id),
-        event_type=ORDER_CREATED,
-        data={"order_id": str(order_id), "user_id": str(user_id), "amount": amount},
         correlation_id=str(order_id),
     )

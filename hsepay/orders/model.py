@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
+
+from hsepay.events import PaymentFailed, PaymentSucceeded
 
 __all__ = ["Order", "OrderStatus", "PaymentResult"]
 
@@ -27,8 +29,5 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-class PaymentResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The `data` of payment.succeeded / payment.failed as the orders side reads it."""
-
-    order_id: uuid.UUID
-    reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+PaymentResult = PaymentSucceeded | PaymentFailed
+"""What settles an order: the payments side's answer as it arrived (hsepay.events)."""

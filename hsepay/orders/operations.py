@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hsepay.events import PaymentFailed
 from hsepay.orders.errors import InvalidCursor, OrderNotFound
 from hsepay.orders.events import payment_requested
 from hsepay.orders.model import CREATED, FAILED, SUCCESS, Order, PaymentResult
@@ -172,13 +173,14 @@ class Settled:
         return (self.settled_at - self.created_at).total_seconds()
 
 
-async def apply_payment_results(conn: AsyncConnection, results: Sequence[tuple[bool, PaymentResult]]) -> list[Settled]:
-    """Settle orders from payment results (succeeded?, result). Only `created` orders change,
-    so a late or duplicate result is a no-op; returns the orders that were settled."""
+async def apply_payment_results(conn: AsyncConnection, results: Sequence[PaymentResult]) -> list[Settled]:
+    """Settle orders from payment results. Only `created` orders change, so a late or duplicate
+    result is a no-op; returns the orders that were settled."""
     settled: dict[uuid.UUID, tuple[str, str | None]] = {}
-    for succeeded, result in results:
+    for result in results:
         if result.order_id not in settled:  # first answer wins; payments never answers two ways
-            settled[result.order_id] = (SUCCESS, None) if succeeded else (FAILED, result.reason or "payment_failed")
+            failed = isinstance(result, PaymentFailed)
+            settled[result.order_id] = (FAILED, result.reason) if failed else (SUCCESS, None)
     if not settled:
         return []
     outcome = await conn.execute(

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hsepay.events import PaymentFailed, PaymentSucceeded
 from hsepay.orders import operations
-from hsepay.orders.events import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from hsepay.orders.model import PaymentResult
 from hsepay.orders.operations import Settled
 from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap
@@ -21,9 +21,7 @@ SettledObserver = Callable[[AsyncConnection, Sequence[Settled]], None]
 
 def make_handlers(on_settled: SettledObserver | None = None) -> HandlerMap:
     async def settle(conn: AsyncConnection, events: Sequence[Consumed[PaymentResult]]) -> None:
-        settled = await operations.apply_payment_results(
-            conn, [(e.event_type == PAYMENT_SUCCEEDED, e.data) for e in events]
-        )
+        settled = await operations.apply_payment_results(conn, [e.data for e in events])
         if on_settled is not None and settled:
             on_settled(conn, settled)
         if log.isEnabledFor(logging.DEBUG):
@@ -34,5 +32,8 @@ def make_handlers(on_settled: SettledObserver | None = None) -> HandlerMap:
                 extra["correlation_id"] = event.headers.get("correlation_id", extra["order_id"])
                 log.debug("order %s settled: %s after %.3fs", order.order_id, order.status, order.seconds, extra=extra)
 
-    handler = EventHandler(schema=PaymentResult, apply=settle)
-    return {PAYMENT_SUCCEEDED: handler, PAYMENT_FAILED: handler}
+    # One `apply` for both: a batch that mixes the two settles in one statement (relay.inbox groups by it).
+    return {
+        PaymentSucceeded.TYPE: EventHandler(schema=PaymentSucceeded, apply=settle),
+        PaymentFailed.TYPE: EventHandler(schema=PaymentFailed, apply=settle),
+    }

@@ -9,7 +9,7 @@ from typing import Literal
 
 import msgspec
 
-from hsepay.money import Amount
+from hsepay.events import OrderCreated
 
 __all__ = [
     "Account",
@@ -31,12 +31,8 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-class PaymentRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
-    """What the payments side needs of an order to decide on it."""
-
-    order_id: uuid.UUID
-    user_id: uuid.UUID
-    amount: Amount
+PaymentRequest = OrderCreated
+"""What the payments side decides on: an order's `order.created` as it arrived (hsepay.events)."""
 
 
 class PaymentDecision(msgspec.Struct, frozen=True, kw_only=True):

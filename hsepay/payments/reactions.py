@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hsepay.events import OrderCreated
 from hsepay.payments import operations
-from hsepay.payments.events import ORDER_CREATED, payment_result
-from hsepay.payments.model import PaymentRequest
+from hsepay.payments.events import payment_result
 from hsepay.payments.tables import outbox
 from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap
 from hsepay.relay.store import enqueue
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def make_handlers(*, payment_status_topic: str) -> HandlerMap:
-    async def on_order_created(conn: AsyncConnection, events: Sequence[Consumed[PaymentRequest]]) -> None:
+    async def on_order_created(conn: AsyncConnection, events: Sequence[Consumed[OrderCreated]]) -> None:
         decisions = await operations.process_payments(conn, [event.data for event in events])
         await enqueue(
             conn,
@@ -37,4 +37,4 @@ def make_handlers(*, payment_status_topic: str) -> HandlerMap:
                     "payment for order %s %s (%s)", order_id, decision.status, decision.reason or "-", extra=extra
                 )
 
-    return {ORDER_CREATED: EventHandler(schema=PaymentRequest, apply=on_order_created)}
+    return {OrderCreated.TYPE: EventHandler(schema=OrderCreated, apply=on_order_created)}

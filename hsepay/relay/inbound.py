@@ -51,10 +51,16 @@ class Consumed(Generic[T]):
 
 @dataclass(frozen=True)
 class EventHandler(Generic[T]):
-    """`schema` validates an event's `data`; `apply` handles a batch of them in the inbox transaction."""
+    """`schema` validates an event's `data`, strictly (no coercion: "5" is not an amount); `apply`
+    handles a batch of them in the inbox transaction. The handler reads the version `schema.VERSION`
+    of its event type (1 when the schema does not say); an event of any other version is poison."""
 
     schema: type[T]
     apply: Callable[[AsyncConnection, Sequence[Consumed[T]]], Awaitable[None]]
+
+    @property
+    def version(self) -> int:
+        return getattr(self.schema, "VERSION", 1)
 
 
 HandlerMap = Mapping[str, EventHandler[Any]]
@@ -121,8 +127,11 @@ def decode(message: Message, handlers: HandlerMap) -> Ready | Poison:
     handler = handlers.get(envelope.type)
     if handler is None:
         return Poison(message, envelope.event_id, envelope.type, f"no handler for event type {envelope.type!r}")
+    if envelope.version != handler.version:
+        why = f"{envelope.type} version {envelope.version}: this consumer reads version {handler.version}"
+        return Poison(message, envelope.event_id, envelope.type, why)
     try:
-        data = msgspec.convert(envelope.data, handler.schema, strict=False)
+        data = msgspec.convert(envelope.data, handler.schema, strict=True)
     except msgspec.ValidationError as exc:
         return Poison(message, envelope.event_id, envelope.type, f"invalid {envelope.type} data: {exc}")
     event = Consumed(

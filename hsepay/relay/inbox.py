@@ -94,8 +94,9 @@ async def apply_in(
         )
         new_ids = set(result.scalars())
         fresh = [r for r in ready if r.event_id in new_ids]
-    # Consecutive events of one handler go to it together, in arrival order.
-    for _, group in itertools.groupby(fresh, key=lambda r: id(r.handler)):
+    # Consecutive events of one handler go to it together, in arrival order (two event types with
+    # one `apply`, payment.succeeded and payment.failed, count as one handler).
+    for _, group in itertools.groupby(fresh, key=lambda r: r.handler.apply):
         run = list(group)
         await run[0].handler.apply(conn, [r.event for r in run])
     return Applied(processed=len(fresh), duplicates=len(ready) - len(fresh), quarantined=quarantined)

@@ -11,8 +11,8 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
+from hsepay.events import PaymentFailed
 from hsepay.orders import operations
-from hsepay.orders.model import PaymentResult
 from hsepay.orders.tables import orders, outbox
 
 ORDER_KEYS = {"id", "user_id", "amount", "description", "status", "reason", "created_at", "updated_at"}
@@ -250,9 +250,8 @@ async def test_list_orders_filters_by_user_and_status(orders_client, orders_engi
     alices = [(await place(orders_client, alice, amount=n)).json()["id"] for n in (1, 2, 3)]
     bobs = [(await place(orders_client, bob, amount=n)).json()["id"] for n in (4, 5)]
     async with orders_engine.begin() as conn:
-        settled = await operations.apply_payment_results(
-            conn, [(False, PaymentResult(order_id=uuid.UUID(alices[0]), reason="insufficient_funds"))]
-        )
+        refused = PaymentFailed(order_id=uuid.UUID(alices[0]), user_id=alice, amount=1, reason="insufficient_funds")
+        settled = await operations.apply_payment_results(conn, [refused])
     assert [s.order_id for s in settled] == [uuid.UUID(alices[0])]
 
     async def listed(**params) -> list[str]:

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 
+from hsepay.events import PaymentFailed, PaymentSucceeded
 from hsepay.orders import operations as orders_ops
-from hsepay.orders.model import PaymentResult
 from hsepay.orders.tables import orders
 from hsepay.payments import operations as payments_ops
 from hsepay.payments.model import PaymentRequest
@@ -37,10 +37,14 @@ async def settle(payments_engine, orders_engine, order_ids) -> None:
         decisions = await payments_ops.process_payments(
             conn, [PaymentRequest(order_id=o.id, user_id=o.user_id, amount=o.amount) for o in placed]
         )
+    answers = [
+        PaymentSucceeded(order_id=d.order_id, user_id=d.user_id, amount=d.amount)
+        if d.succeeded
+        else PaymentFailed(order_id=d.order_id, user_id=d.user_id, amount=d.amount, reason=d.reason)
+        for d in decisions
+    ]
     async with orders_engine.begin() as conn:
-        await orders_ops.apply_payment_results(
-            conn, [(d.succeeded, PaymentResult(order_id=d.order_id, reason=d.reason)) for d in decisions]
-        )
+        await orders_ops.apply_payment_results(conn, answers)
 
 
 @pytest.fixture
