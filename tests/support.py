@@ -39,9 +39,7 @@ T = TypeVar("T")
 async def open_account(payments_engine: AsyncEngine, balance: int) -> uuid.UUID:
     user = uuid.uuid4()
     async with payments_engine.begin() as conn:
-        await payments_ops.create_account(conn, user)
-        if balance:
-            await payments_ops.deposit(conn, user, balance)
+        await payments_ops.open_funded_accounts(conn, {user: balance})
     return user
 
 

@@ -39,10 +39,7 @@ async def open_accounts(system: System, count: int, balance: int) -> list[uuid.U
     """`count` new users, each with an account holding `balance`, in one transaction."""
     people = [uuid.uuid4() for _ in range(count)]
     async with system.engine("payments").begin() as conn:
-        for user in people:
-            await payments_ops.create_account(conn, user)
-            if balance:
-                await payments_ops.deposit(conn, user, balance)
+        await payments_ops.open_funded_accounts(conn, dict.fromkeys(people, balance))
     return people
 
 

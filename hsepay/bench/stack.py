@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
@@ -240,28 +239,9 @@ class Stack:
         """Start every role and wait until each answers 200 on /health/ready; seconds it took."""
         self.started_at = time.monotonic()
         self.roles.start_all()
-        await self.wait_ready(self.specs, timeout)
+        await self.roles.wait_ready({spec.name: spec.ready_url for spec in self.specs}, timeout)
         self.ready_s = time.monotonic() - self.started_at
         return self.ready_s
-
-    async def wait_ready(self, specs: Iterable[RoleSpec], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        pending = list(specs)
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while pending:
-                for spec in list(pending):
-                    role = self.roles.roles[spec.name]
-                    if not role.alive():
-                        raise RuntimeError(f"{spec.name} exited with {role.proc.returncode}: {_tail(role.output())}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await client.get(f"{spec.ready_url}/health/ready")).status_code == 200:
-                            pending.remove(spec)
-                if not pending:
-                    return
-                if time.monotonic() > deadline:
-                    names = ", ".join(spec.name for spec in pending)
-                    raise TimeoutError(f"{names} not ready within {timeout:g}s (logs in {self.scratch.work_dir})")
-                await asyncio.sleep(0.05)
 
     def tracked(self) -> list[Tracked]:
         # with_children: `hsepay serve` runs its API in granian worker processes under it
@@ -283,7 +263,3 @@ def _local_listener(host: str, port: int) -> int | None:
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
                 return conn.pid
     return None
-
-
-def _tail(text: str, lines: int = 5) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:]) or "(no output)"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +104,35 @@ class RoleSet:
 
     def dead(self) -> list[str]:
         return [name for name, role in self.roles.items() if not role.alive()]
+
+    async def wait_ready(self, urls: Mapping[str, str], timeout: float) -> None:
+        """Until each role named in `urls` answers 200 on `<its url>/health/ready` (its API or its
+        --metrics-port). RuntimeError, with the end of its log, if one exits meanwhile; TimeoutError
+        naming those not ready after `timeout` seconds."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        pending = dict(urls)
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while pending:
+                for name, url in list(pending.items()):
+                    role = self.roles[name]
+                    if not role.alive():
+                        code = role.proc.returncode if role.proc else None
+                        raise RuntimeError(f"{name} exited with {code}: {_tail(role.output())}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(f"{url}/health/ready")).status_code == 200:
+                            del pending[name]
+                if not pending:
+                    return
+                if time.monotonic() > deadline:
+                    where = self.roles[next(iter(pending))].log_dir
+                    raise TimeoutError(f"{', '.join(pending)} not ready within {timeout:g}s (logs in {where})")
+                await asyncio.sleep(0.05)
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:]) or "(no output)"
 
 
 def wait_for(check, timeout: float, what: str, interval: float = 0.1):

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -82,27 +81,11 @@ async def _open_accounts(payments: AsyncEngine, users: int, seed: int) -> list[u
     """Users to order for: most funded, some poor (insufficient_funds), some without an account."""
     rng = random.Random(seed)
     people = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(users)]
+    # Every 20th has no account (account_not_found), every 10th of the others too little money.
+    balances = {user: 50 if i % 10 == 9 else 1_000_000 for i, user in enumerate(people) if i % 20 != 19}
     async with payments.begin() as conn:
-        for index, user in enumerate(people):
-            if index % 20 == 19:
-                continue  # account_not_found
-            await payments_ops.create_account(conn, user)
-            await payments_ops.deposit(conn, user, 50 if index % 10 == 9 else 1_000_000)
+        await payments_ops.open_funded_accounts(conn, balances)
     return people
-
-
-async def _wait_ready(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(f"{url}/health/ready", timeout=2)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} not ready within {timeout:g}s")
-            await asyncio.sleep(0.2)
 
 
 async def _inject(fault: Fault, setup: ChaosSetup, roles: RoleSet, topics: dict[str, str], record: FaultRecord) -> None:
@@ -248,8 +231,7 @@ async def _run(system: System, setup, roles, ports, seed, orders, rate, users, p
         await ensure_topics(system[spec.name].broker, spec.produces(settings.kafka))
     people = await _open_accounts(system.engine("payments"), users, seed)
     roles.start_all()
-    for port in ports.values():
-        await _wait_ready(f"http://127.0.0.1:{port}", 60)
+    await roles.wait_ready({f"api-{name}": f"http://127.0.0.1:{port}" for name, port in ports.items()}, 60)
     log.info("chaos: roles up (%s), broker %s", ", ".join(roles.roles), broker.bootstrap_servers)
 
     sampler, stop_sampling = Sampler(system.engine("orders")), asyncio.Event()

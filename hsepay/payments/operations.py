@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -115,6 +115,15 @@ _RECORD = text(
     "FROM unnest(CAST(:total_users AS uuid[]), CAST(:totals AS bigint[])) AS t(user_id, total) "
     "WHERE a.user_id = t.user_id"
 )
+
+
+async def open_funded_accounts(conn: AsyncConnection, balances: Mapping[uuid.UUID, int]) -> None:
+    """Open an account for each user and deposit its balance (none for 0), in the caller's transaction:
+    how the bench, the chaos harness and the tests seed users, through the same ledger as production."""
+    for user_id, balance in balances.items():
+        await create_account(conn, user_id)
+        if balance:
+            await deposit(conn, user_id, balance)
 
 
 async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequest]) -> list[PaymentDecision]:
