@@ -1,19 +1,26 @@
-"""The app of one API worker process, built from the environment: what `hsepay serve` runs in each.
+"""The ASGI entry point of `hsepay serve`: the API served by worker processes, each building its own app.
 
 `hsepay serve SERVICE --workers N` checks the database once, then hands the port to the ASGI server
-(granian), which starts N processes; each calls `application()` and builds its own engine, its own
-group commit and its own logging, from the same HSEPAY_* environment as the parent.
+(granian, `serve_api_processes`), which starts N processes; each calls `application()` and builds
+its own engine, its own group commit and its own logging, from the same HSEPAY_* environment as the
+parent.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-
-from litestar import Litestar
+import tempfile
+from typing import TYPE_CHECKING
 
 from hsepay.lifetime import die_with
 
-__all__ = ["PARENT_VARIABLE", "SERVICE_VARIABLE", "application"]
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+__all__ = ["PARENT_VARIABLE", "SERVICE_VARIABLE", "application", "serve_api_processes"]
+
+log = logging.getLogger(__name__)
 
 SERVICE_VARIABLE = "HSEPAY_SERVE_SERVICE"
 """Which service's API the worker builds; set by `hsepay serve` for its worker processes."""
@@ -37,3 +44,37 @@ def application() -> Litestar:
     app = build_unchecked(get_settings(), (spec,), apps=True)[spec.name].app
     assert app is not None
     return app
+
+
+def serve_api_processes(service: str, *, host: str, port: int, workers: int) -> None:
+    """Serve one API with `workers` processes under granian (blocks until SIGINT/SIGTERM).
+
+    Measured on this 2-core box, POST /orders at 64 connections with every role running (docs/
+    BENCHMARKS.md): uvicorn (uvloop, httptools) 1,107 req/s with one process and 1,124 with two;
+    granian 1,409 and 1,563. Each worker builds its app with `hsepay.asgi.application`.
+    """
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+
+    os.environ[SERVICE_VARIABLE] = service
+    os.environ[PARENT_VARIABLE] = str(os.getpid())  # its workers end with it (hsepay.asgi)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One /metrics for all the workers of this port (prometheus-client's multiprocess mode).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"hsepay-{service}-metrics-")
+    log.info("%s API on http://%s:%d with %d worker process(es) (docs: /schema/swagger)", service, host, port, workers)
+    Granian(
+        "hsepay.asgi:application",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(keep_alive=True),
+        websockets=False,
+        backlog=2048,
+        respawn_failed_workers=True,
+        log_enabled=False,
+    ).serve()

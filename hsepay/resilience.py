@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 
 import psycopg
-from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -51,7 +51,10 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def is_broker_fault(exc: BaseException) -> bool:
-    return isinstance(exc, KafkaError)
+    """A KafkaError. aiokafka is not imported for this (commands that only read a database never
+    load it, ~0.2 s): a process that has not loaded aiokafka cannot have raised one of its errors."""
+    errors = sys.modules.get("aiokafka.errors")
+    return errors is not None and isinstance(exc, errors.KafkaError)
 
 
 def describe(exc: BaseException) -> str:

@@ -1,13 +1,11 @@
-"""The HTTP servers of hsepay's roles: uvicorn for the servers of one event loop (`hsepay up`, the
---metrics-port of workers), granian for the API worker processes of `hsepay serve`."""
+"""The HTTP servers of one event loop (uvicorn): the APIs of `hsepay up` and `hsepay serve --with-workers`,
+and the --metrics-port of workers. (`hsepay serve`'s worker processes run under granian: `hsepay.asgi`.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -15,7 +13,7 @@ import uvicorn
 from hsepay.config import ConfigError
 from hsepay.ports import port_problem
 
-__all__ = ["KEEP_ALIVE", "quiet_server", "serve_api_processes", "serving_metrics"]
+__all__ = ["KEEP_ALIVE", "quiet_server", "serving_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -48,42 +46,6 @@ def quiet_server(app, host: str, port: int) -> _Server:
             timeout_keep_alive=KEEP_ALIVE,
         )
     )
-
-
-def serve_api_processes(service: str, *, host: str, port: int, workers: int) -> None:
-    """Serve one API with `workers` processes under granian (blocks until SIGINT/SIGTERM).
-
-    Measured on this 2-core box, POST /orders at 64 connections with every role running (docs/
-    BENCHMARKS.md): uvicorn (uvloop, httptools) 1,107 req/s with one process and 1,124 with two;
-    granian 1,409 and 1,563. Each worker builds its app with `hsepay.asgi.application`.
-    """
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.http import HTTP1Settings
-
-    from hsepay.asgi import PARENT_VARIABLE, SERVICE_VARIABLE
-
-    os.environ[SERVICE_VARIABLE] = service
-    os.environ[PARENT_VARIABLE] = str(os.getpid())  # its workers end with it (hsepay.asgi)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # One /metrics for all the workers of this port (prometheus-client's multiprocess mode).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"hsepay-{service}-metrics-")
-    log.info("%s API on http://%s:%d with %d worker process(es) (docs: /schema/swagger)", service, host, port, workers)
-    Granian(
-        "hsepay.asgi:application",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        http1_settings=HTTP1Settings(keep_alive=True),
-        websockets=False,
-        backlog=2048,
-        respawn_failed_workers=True,
-        log_enabled=False,
-    ).serve()
 
 
 @contextlib.asynccontextmanager

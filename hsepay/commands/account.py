@@ -17,7 +17,6 @@ from hsepay.commands.common import (
     uuid_argument,
 )
 from hsepay.money import MAX_AMOUNT
-from hsepay.payments import operations
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -36,6 +35,8 @@ def create(user_id: UserId, as_json: JsonOption = False) -> None:
     """
 
     async def body():
+        from hsepay.payments import operations
+
         async with service_engine("payments") as engine, engine.begin() as conn:
             return await operations.create_account(conn, user_id)
 
@@ -54,6 +55,8 @@ def deposit(user_id: UserId, amount: Amount, as_json: JsonOption = False) -> Non
     """
 
     async def body():
+        from hsepay.payments import operations
+
         async with service_engine("payments") as engine, engine.begin() as conn:
             return await operations.deposit(conn, user_id, amount)
 
@@ -72,6 +75,8 @@ def balance(user_id: UserId, as_json: JsonOption = False) -> None:
     """
 
     async def body():
+        from hsepay.payments import operations
+
         async with service_engine("payments") as engine, engine.connect() as conn:
             return await operations.get_account(conn, user_id)
 
@@ -93,6 +98,8 @@ def list_(
     """
 
     async def body():
+        from hsepay.payments import operations
+
         async with service_engine("payments") as engine, engine.connect() as conn:
             return await operations.list_accounts(conn, limit=limit)
 

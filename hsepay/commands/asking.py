@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from hsepay.relay.broker import BrokerConfig
-from hsepay.resilience import describe
-from hsepay.system import Service
+if TYPE_CHECKING:
+    from hsepay.relay.broker import BrokerConfig
+    from hsepay.system import Service
 
 __all__ = ["NO_BROKER", "ask_broker"]
 
@@ -28,6 +28,8 @@ async def ask_broker(service: Service, question: Callable[[BrokerConfig], Awaita
     except TimeoutError:
         return None, f"no answer within {BROKER_TIMEOUT:g}s"
     except Exception as exc:  # KafkaError, OSError: reported, not raised
+        from hsepay.resilience import describe
+
         return None, describe(exc)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from hsepay import audit as money_audit
 from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
@@ -22,6 +21,8 @@ def audit(as_json: JsonOption = False) -> None:
 
     Example: hsepay audit --json
     """
+
+    from hsepay import audit as money_audit
 
     async def body() -> money_audit.AuditReport:
         async with built() as system:

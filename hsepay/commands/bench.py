@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import psycopg
 import typer
 
 from hsepay import embedded
@@ -69,6 +68,8 @@ def _settings() -> Settings:
 
 def _run(body) -> Any:
     """Run a scenario; a setup failure exits 2, a stalled or dead system exits 1, each with one line."""
+
+    import psycopg
 
     async def guarded():
         try:

@@ -6,21 +6,10 @@ import random
 from pathlib import Path
 from typing import Annotated
 
-import psycopg
 import typer
 
 from hsepay import embedded, registry
-from hsepay.chaos import (
-    ChaosSetup,
-    CommandPostgres,
-    EmbeddedPostgres,
-    EmbeddedTansu,
-    KraftScripts,
-    random_plan,
-    run_chaos,
-)
-from hsepay.chaos.faults import KINDS
-from hsepay.chaos.run import role_commands
+from hsepay.chaos.faults import KINDS, CommandPostgres, EmbeddedPostgres, EmbeddedTansu, KraftScripts, random_plan
 from hsepay.commands.common import (
     EXIT_DOMAIN,
     EXIT_USAGE,
@@ -33,11 +22,12 @@ from hsepay.commands.common import (
 )
 from hsepay.config import ConfigError, get_settings
 from hsepay.ports import free_port
-from hsepay.scratch import scratch_databases
 
 
 def _scratch_databases(settings, work_dir: Path, seed: int) -> tuple[dict[str, str], EmbeddedPostgres | None]:
     """Fresh databases for the run: on the configured servers, or on a private embedded server."""
+    from hsepay.scratch import scratch_databases
+
     names = {spec.name: f"hsepay_chaos_{seed}_{spec.name}" for spec in registry.with_database()}
     urls, home = scratch_databases(settings, names, work_dir / "pg-home")
     return urls, EmbeddedPostgres(home) if home is not None else None
@@ -69,6 +59,10 @@ def chaos(
 
     Example: hsepay chaos --seed 7 --orders 3000 --faults kill-role,broker-kill,pg-restart --count 12
     """
+    import psycopg
+
+    from hsepay.chaos.run import ChaosSetup, role_commands, run_chaos
+
     kinds = [kind.strip() for kind in faults.split(",") if kind.strip()]
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown or not kinds:

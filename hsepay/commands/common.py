@@ -1,4 +1,8 @@
-"""What every command shares: options, output, and the one place that maps errors to exit codes."""
+"""What every command shares: options, output, and the one place that maps errors to exit codes.
+
+Cheap to import, like every module of hsepay/commands: `hsepay --help` loads them all, so what a
+command needs to run (SQLAlchemy, aiokafka, msgspec, the domain) is imported by the command's body.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,21 @@ import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import msgspec
 import typer
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import registry
 from hsepay.config import ConfigError, Settings, get_settings
 from hsepay.errors import DomainError
-from hsepay.ids import parse_uuid
 from hsepay.registry import ServiceSpec
-from hsepay.resilience import describe, is_unavailable
-from hsepay.system import System
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from hsepay.system import System
 
 T = TypeVar("T")
 
@@ -51,9 +53,11 @@ def execute(body: Callable[[], Awaitable[T]]) -> T:
         raise fail(str(exc), EXIT_USAGE) from None
     except DomainError as exc:
         raise fail(str(exc), EXIT_DOMAIN) from None
-    except KafkaError as exc:
-        raise fail(f"broker unavailable: {describe(exc)}", EXIT_USAGE) from None
     except Exception as exc:
+        from hsepay.resilience import describe, is_broker_fault, is_unavailable
+
+        if is_broker_fault(exc):
+            raise fail(f"broker unavailable: {describe(exc)}", EXIT_USAGE) from None
         if is_unavailable(exc):
             raise fail(f"database unavailable: {describe(exc)}", EXIT_USAGE) from None
         raise
@@ -69,6 +73,8 @@ def services(choice: str, allowed: tuple[ServiceSpec, ...] | None = None) -> tup
 
 def uuid_argument(value: str) -> uuid.UUID:
     """Typer parser for ids: the same rule as the API (hsepay.ids)."""
+    from hsepay.ids import parse_uuid
+
     parsed = parse_uuid(value)
     if parsed is None:
         raise typer.BadParameter(f"{value[:64]!r} is not a UUID")
@@ -114,10 +120,14 @@ def cell(value: Any) -> str:
 
 
 def print_json(value: Any) -> None:
+    import msgspec
+
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title=escape(title), title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")

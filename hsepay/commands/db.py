@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from hsepay import migrate
 from hsepay.commands.common import JsonOption, built, console, execute, print_json, services
 
 app = typer.Typer(
@@ -27,6 +26,8 @@ def upgrade(
     specs = services(service)
 
     async def body() -> dict[str, str | None]:
+        from hsepay import migrate
+
         results = {}
         async with built(specs, database="migrate") as system:
             for spec in specs:

@@ -21,8 +21,6 @@ from hsepay.commands.common import (
     uuid_argument,
 )
 from hsepay.commands.status_common import ask_broker, finish
-from hsepay.relay.broker import consumer_lag
-from hsepay.relay.quarantine import inbox_status, retry_quarantined
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -41,6 +39,9 @@ def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
     specs = services(service)
 
     async def body() -> dict[str, Any]:
+        from hsepay.relay.broker import consumer_lag
+        from hsepay.relay.quarantine import inbox_status
+
         async with built(specs, broker="find") as system:
             kafka = system.settings.kafka
             report = {}
@@ -104,6 +105,8 @@ def retry(
     (spec,) = services(service)
 
     async def body() -> tuple[int, int]:
+        from hsepay.relay.quarantine import retry_quarantined
+
         async with built((spec,)) as system:
             return await retry_quarantined(
                 system.engine(spec.name),

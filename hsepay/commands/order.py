@@ -21,7 +21,6 @@ from hsepay.commands.common import (
 )
 from hsepay.config import get_settings
 from hsepay.money import MAX_AMOUNT
-from hsepay.orders import operations
 from hsepay.orders.model import CREATED, MAX_DESCRIPTION, Order
 
 app = typer.Typer(
@@ -71,6 +70,8 @@ def create(
     topic = get_settings().kafka.orders_topic
 
     async def body() -> Order:
+        from hsepay.orders import operations
+
         async with service_engine("orders") as engine:
             async with engine.begin() as conn:
                 order = await operations.create_order(
@@ -108,6 +109,8 @@ def show(
     """
 
     async def body() -> Order:
+        from hsepay.orders import operations
+
         async with service_engine("orders") as engine, engine.connect() as conn:
             return await operations.get_order(conn, order_id)
 
@@ -129,6 +132,8 @@ def list_(
     """
 
     async def body() -> list[Order]:
+        from hsepay.orders import operations
+
         async with service_engine("orders") as engine, engine.connect() as conn:
             page, _ = await operations.list_orders(conn, user_id=user, status=status, limit=limit)
             return page

@@ -17,8 +17,6 @@ from hsepay.commands.common import (
     services,
 )
 from hsepay.commands.status_common import ask_broker, finish
-from hsepay.relay.backlog import outbox_status
-from hsepay.relay.broker import topic_health
 
 app = typer.Typer(
     no_args_is_help=True, help="Outbox backlogs and the active relay. Example: hsepay outbox status --json"
@@ -36,6 +34,9 @@ def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
     specs = services(service)
 
     async def body() -> dict[str, Any]:
+        from hsepay.relay.backlog import outbox_status
+        from hsepay.relay.broker import topic_health
+
         async with built(specs, broker="find") as system:
             report = {}
             for spec in specs:

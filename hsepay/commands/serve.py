@@ -45,8 +45,8 @@ def serve(
 
     Example: hsepay serve payments --port 8080
     """
+    from hsepay.asgi import serve_api_processes
     from hsepay.roles import serve_api
-    from hsepay.servers import serve_api_processes
 
     (spec,) = services(service, allowed=tuple(registry.SERVICES.values()))
     if spec.database is not None:  # the gateway verifies nothing itself: the APIs behind it do

@@ -8,8 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.live import Live
-from rich.table import Table
 
 from hsepay.commands.common import JsonOption, ServiceArg, built, cell, console, execute, print_json, services
 
@@ -36,6 +34,8 @@ def status(
 
     Example: hsepay status --watch --target http://127.0.0.1:9101 --target http://127.0.0.1:9102
     """
+    from rich.live import Live
+
     from hsepay.commands.status_snapshot import snapshot
 
     specs = services(service)
@@ -66,6 +66,8 @@ def _number(value: Any) -> str:
 
 def render(report: dict[str, Any]) -> Group:
     """The snapshot as Rich tables: services, processes, latest errors."""
+    from rich.table import Table
+
     table = Table(title="hsepay status", title_justify="left")
     columns = (
         "service",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from hsepay.auth import TokenIssuer
 from hsepay.commands.common import EXIT_USAGE, JsonOption, fail, print_json, uuid_argument
 from hsepay.config import ConfigError, get_settings
+
+if TYPE_CHECKING:
+    from hsepay.auth import TokenIssuer
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -55,6 +57,8 @@ def issuer() -> TokenIssuer:
     secrets = _secrets()
     if not secrets:
         raise fail("HSEPAY_AUTH_SECRET is not set: auth is off and there is nothing to sign tokens with", EXIT_USAGE)
+    from hsepay.auth import TokenIssuer  # PyJWT and its crypto: only for a command that signs
+
     return TokenIssuer(secrets)
 
 
@@ -88,6 +92,8 @@ def announce_auth(console: Console, secrets: tuple[str, ...]) -> None:
     if not secrets:
         console.print(Panel(INSECURE_BANNER, title="WARNING", style="bold red"), markup=False)
         return
+    from hsepay.auth import TokenIssuer
+
     token, expires = TokenIssuer(secrets).issue(uuid.uuid4(), "operator", UP_OPERATOR_TTL)
     expires_at = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
     console.print(f"auth on: an operator token for this session (expires {expires_at}; keep it secret):", markup=False)

@@ -7,19 +7,19 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
 from hsepay import registry
 from hsepay.commands.common import EXIT_USAGE, built, console, execute, fail, settings
 from hsepay.commands.token import announce_auth
 from hsepay.ports import port_problem
-from hsepay.relay.backlog import outbox_status
-from hsepay.resilience import is_unavailable
-from hsepay.system import System
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from hsepay.system import System
 
 log = logging.getLogger("hsepay")
 
@@ -36,6 +36,9 @@ def _connectable(host: str) -> str:
 
 
 async def _pending(system: System, spec: registry.ServiceSpec) -> int | None:
+    from hsepay.relay.backlog import outbox_status
+    from hsepay.resilience import is_unavailable
+
     try:
         async with system.engine(spec.name).connect() as conn:
             return (await outbox_status(conn, spec.database.outbox))["pending"]
@@ -46,6 +49,8 @@ async def _pending(system: System, spec: registry.ServiceSpec) -> int | None:
 
 
 async def _status_table(system: System, workers, urls: dict[str, str], broker: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"hsepay up — broker {broker} — Ctrl-C stops", title_justify="left")
     for column in ("service", "API", "outbox pending", "relay", "processed", "duplicates", "quarantined", "errors"):
         table.add_column(column)
@@ -99,6 +104,8 @@ def up(
 
     Example: hsepay up   # then: curl -X POST localhost:3000/api/accounts -d '{"user_id": "..."}'
     """
+    from rich.live import Live
+
     from hsepay.roles import api_server, start_workers, wait_for_signal
     from hsepay.servers import serving_metrics
 

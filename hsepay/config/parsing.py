@@ -11,9 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
@@ -176,9 +173,14 @@ _ACCEPTED_DB_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 
 def normalise_db_url(raw: str, variable: str) -> str:
     """Turn a PostgreSQL URL into the SQLAlchemy psycopg 3 form, or raise ConfigError."""
+    # Imported here: the settings are read by every command, `hsepay --help` too, and SQLAlchemy
+    # costs ~0.2 s to import; only a configured database URL needs it.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     raw = raw.strip()
     try:
-        url: URL = make_url(raw)
+        url = make_url(raw)
         port = url.port  # a non-numeric port raises ValueError here, not at connect time
     except (ArgumentError, ValueError):
         raise ConfigError(

@@ -10,9 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
-import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from hsepay.embedded.common import START_TIMEOUT, STOP_TIMEOUT, EmbeddedError, file_lock, log
 from hsepay.embedded.processes import (
@@ -127,6 +124,11 @@ def ensure_postgres(data_dir: Path) -> str:
 
 def ensure_databases(server_uri: str, names: Sequence[str]) -> dict[str, str]:
     """Create the named databases if missing; return a URI for each."""
+    # Imported here, not above: `hsepay stop`, `hsepay broker` and `--help` need none of them (~0.3 s).
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
     uris = {}
     with psycopg.connect(server_uri, autocommit=True) as conn:
         existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}

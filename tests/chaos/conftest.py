@@ -11,7 +11,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from hsepay import embedded
-from hsepay.chaos import EmbeddedPostgres
+from hsepay.chaos.faults import EmbeddedPostgres
 from hsepay.ports import free_port
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hsepay.chaos import ChaosSetup, EmbeddedTansu, Fault, random_plan, run_chaos
+from hsepay.chaos.faults import EmbeddedTansu, Fault, random_plan
+from hsepay.chaos.run import ChaosSetup, run_chaos
 from tests.chaos.reporting import record as _record
 
 pytestmark = pytest.mark.chaos

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hsepay.chaos import ChaosSetup, Fault, KraftScripts, random_plan, run_chaos
+from hsepay.chaos.faults import Fault, KraftScripts, random_plan
+from hsepay.chaos.run import ChaosSetup, run_chaos
 from tests.chaos.reporting import record as _record
 from tests.chaos.test_chaos_embedded import ROLES
 
