@@ -13,10 +13,12 @@ from hsepay.commands.engines import broker, stop
 from hsepay.commands.serve import serve
 from hsepay.commands.status import status
 from hsepay.commands.up import up
+from hsepay.commands.usage import OneLineErrors
 from hsepay.commands.workers import consume, relay
 
 app = typer.Typer(
     name="hsepay",
+    cls=OneLineErrors,  # usage errors: one line on stderr, exit 2
     no_args_is_help=True,
     help="Payments and orders that agree on money through Kafka. Try: hsepay up",
     pretty_exceptions_show_locals=False,

@@ -214,14 +214,23 @@ def with_database() -> tuple[ServiceSpec, ...]:
     return tuple(spec for spec in SERVICES.values() if spec.database is not None)
 
 
-def named(choice: str, *, allowed: tuple[ServiceSpec, ...] | None = None) -> tuple[ServiceSpec, ...]:
-    """`all` or one service name, among `allowed` (default: every service with a database)."""
+def named(
+    choice: str, *, allowed: tuple[ServiceSpec, ...] | None = None, every: bool = True
+) -> tuple[ServiceSpec, ...]:
+    """`all` (when `every`) or one service name, among `allowed` (default: every service with a database).
+
+    A refusal lists exactly the names this command takes, so that each one it offers works.
+    """
     allowed = with_database() if allowed is None else allowed
-    if choice == "all":
+    names = [spec.name for spec in allowed] + (["all"] if every else [])
+    if choice == "all" and every:
         return allowed
-    spec = get(choice)
-    if spec not in allowed:
-        raise UnknownService(f"{choice!r} is not one of: {', '.join(s.name for s in allowed)} or all")
+    spec = SERVICES.get(choice)
+    if spec is None or spec not in allowed:
+        expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        if spec is None and choice != "all":
+            raise UnknownService(f"unknown service {choice!r}; expected {expected}")
+        raise UnknownService(f"{choice!r} is not one of {expected}")
     return (spec,)
 
 

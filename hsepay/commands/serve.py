@@ -48,7 +48,7 @@ def serve(
     from hsepay.asgi import serve_api_processes
     from hsepay.roles import serve_api
 
-    (spec,) = services(service, allowed=tuple(registry.SERVICES.values()))
+    (spec,) = services(service, allowed=tuple(registry.SERVICES.values()), every=False)
     if spec.database is not None:  # the gateway verifies nothing itself: the APIs behind it do
         require_auth_choice(insecure_no_auth)
     port = port or spec.default_port
