@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hsepay import registry
+from hsepay.commands.layout import Column, natural_width, table
 from hsepay.config import ConfigError, Settings, get_settings
 from hsepay.errors import DomainError
 from hsepay.registry import ServiceSpec
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Whole ids instead of short ones (commands take either, or any unique start).")
+]
 ServiceArg = Annotated[str, typer.Argument(help="payments, orders or all")]
 
 console = Console()
@@ -63,10 +68,12 @@ def execute(body: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
-def services(choice: str, allowed: tuple[ServiceSpec, ...] | None = None) -> tuple[ServiceSpec, ...]:
-    """The services a SERVICE argument names (`all` or one); an unknown name is a usage error."""
+def services(
+    choice: str, allowed: tuple[ServiceSpec, ...] | None = None, *, every: bool = True
+) -> tuple[ServiceSpec, ...]:
+    """The services a SERVICE argument names (`all` when `every`, or one); any other name is a usage error."""
     try:
-        return registry.named(choice, allowed=allowed)
+        return registry.named(choice, allowed=allowed, every=every)
     except registry.UnknownService as exc:
         raise typer.BadParameter(str(exc), param_hint="SERVICE") from None
 
@@ -79,6 +86,26 @@ def uuid_argument(value: str) -> uuid.UUID:
     if parsed is None:
         raise typer.BadParameter(f"{value[:64]!r} is not a UUID")
     return parsed
+
+
+AMOUNT_RULE = "amounts are whole minor units from 1 to 10^12"
+
+# A command that takes an AMOUNT reads `-5` as a value rather than as an unknown option, so that our
+# own parser refuses it in our words (click said "No such option: -5").
+NEGATIVE_NUMBERS = {"ignore_unknown_options": True}
+
+
+def amount_argument(value: str) -> int:
+    """Typer parser for amounts (the API's rule: an integer in 1..10^12), refused in our own words."""
+    from hsepay.money import MAX_AMOUNT
+
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise typer.BadParameter(f"{printable(value[:32])!r} is not an amount: {AMOUNT_RULE}")
+    amount = int(text)
+    if not 1 <= amount <= MAX_AMOUNT:
+        raise typer.BadParameter(f"{amount} is not an amount: {AMOUNT_RULE}")
+    return amount
 
 
 def settings() -> Settings:
@@ -125,12 +152,15 @@ def print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    from rich.table import Table
-
-    table = Table(title=escape(title), title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(cell(value) for value in row))
-    console.print(table)
+def print_table(
+    title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[Any]], *, natural: bool = False
+) -> None:
+    """A table of data cells; a column named by a plain string may wrap, a `Column` says whether it may.
+    `natural`: as wide as the data, even past the terminal (whole ids with --wide are never cut)."""
+    specs = [c if isinstance(c, Column) else Column(c, wraps=True) for c in columns]
+    grid = table(escape(title), specs, [[cell(value) for value in row] for row in rows])
+    width = natural_width(console, grid) if natural else 0
+    out = (
+        Console(file=console.file, width=width, color_system=console.color_system) if width > console.width else console
+    )
+    out.print(grid)

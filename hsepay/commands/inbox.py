@@ -12,15 +12,22 @@ from hsepay.commands.common import (
     EXIT_DOMAIN,
     JsonOption,
     ServiceArg,
+    WideOption,
     built,
     console,
     execute,
     print_json,
     print_table,
     services,
-    uuid_argument,
 )
+from hsepay.commands.idprefix import IdRef, id_argument
 from hsepay.commands.status_common import ask_broker, finish
+from hsepay.errors import NotFound
+
+
+class EventNotFound(NotFound):
+    """No inbox row of this consumer has the event id given."""
+
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -29,16 +36,19 @@ app = typer.Typer(
 
 
 @app.command("status")
-def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
+def status(service: ServiceArg = "all", wide: WideOption = False, as_json: JsonOption = False) -> None:
     """Processed and quarantined messages, recent quarantined errors, and consumer lag.
 
+    Event ids are short (--wide or --json: whole); `hsepay inbox retry` takes either.
     Exit 2 if the broker cannot be asked for the lag.
 
     Example: hsepay inbox status payments
     """
     specs = services(service)
+    shown: dict[uuid.UUID, str] = {}
 
     async def body() -> dict[str, Any]:
+        from hsepay.commands.idprefix import shorten
         from hsepay.relay.broker import consumer_lag
         from hsepay.relay.quarantine import inbox_status
 
@@ -48,6 +58,10 @@ def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
             for spec in specs:
                 async with system.engine(spec.name).connect() as conn:
                     report[spec.name] = await inbox_status(conn, spec.database.inbox, spec.name)
+                    if not wide and not as_json:
+                        inbox = spec.database.inbox
+                        recent = [uuid.UUID(str(q["event_id"])) for q in report[spec.name]["quarantined_recent"]]
+                        shown.update(await shorten(conn, inbox.c.event_id, recent, where=inbox.c.consumer == spec.name))
                 question = functools.partial(
                     consumer_lag, group_id=kafka.group_of(spec.name), topics=spec.consumes(kafka)
                 )
@@ -55,10 +69,10 @@ def status(service: ServiceArg = "all", as_json: JsonOption = False) -> None:
                 report[spec.name]["lag"], report[spec.name]["broker_error"] = lag, error
             return report
 
-    finish(execute(body), as_json, _print)
+    finish(execute(body), as_json, functools.partial(_print, shown=shown, wide=wide))
 
 
-def _print(report: dict[str, Any]) -> None:
+def _print(report: dict[str, Any], shown: dict[uuid.UUID, str], wide: bool) -> None:
     print_table(
         "Inbox",
         ["service", "processed", "quarantined", "lag"],
@@ -76,7 +90,7 @@ def _print(report: dict[str, Any]) -> None:
                 ["event_id", "type", "where", "attempts", "error"],
                 [
                     (
-                        q["event_id"],
+                        shown.get(uuid.UUID(str(q["event_id"])), q["event_id"]),
                         q["event_type"],
                         f"{q['topic']}[{q['partition']}]@{q['offset']}",
                         q["attempts"],
@@ -84,6 +98,7 @@ def _print(report: dict[str, Any]) -> None:
                     )
                     for q in r["quarantined_recent"]
                 ],
+                natural=wide,
             )
 
 
@@ -91,29 +106,42 @@ def _print(report: dict[str, Any]) -> None:
 def retry(
     service: Annotated[str, typer.Argument(help="payments or orders")],
     event_id: Annotated[
-        list[uuid.UUID] | None,
-        typer.Option("--event-id", help="Only these events (repeatable).", parser=uuid_argument),
+        list[IdRef] | None,
+        typer.Option(
+            "--event-id", help="Only these events: ids, or unique starts of them (repeatable).", parser=id_argument
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Apply quarantined messages again (e.g. after fixing the cause); exit 1 if some still fail.
 
-    Example: hsepay inbox retry payments --event-id 6f1c4a52-5a43-4d8e-9a64-1b9f4f0a7d21
+    Example: hsepay inbox retry payments --event-id 6f1c4a52
     """
-    if service == "all":
-        raise typer.BadParameter("name one service", param_hint="SERVICE")
-    (spec,) = services(service)
+    (spec,) = services(service, every=False)
 
     async def body() -> tuple[int, int]:
+        from hsepay.commands.idprefix import resolve
         from hsepay.relay.quarantine import retry_quarantined
 
         async with built((spec,)) as system:
+            engine = system.engine(spec.name)
+            inbox = spec.database.inbox
+            ids = None
+            if event_id is not None:
+                async with engine.connect() as conn:
+                    ids = [
+                        await resolve(
+                            conn,
+                            inbox.c.event_id,
+                            ref,
+                            what="event",
+                            not_found=EventNotFound,
+                            where=inbox.c.consumer == spec.name,
+                        )
+                        for ref in event_id
+                    ]
             return await retry_quarantined(
-                system.engine(spec.name),
-                spec.database.inbox,
-                consumer=spec.name,
-                handlers=spec.handlers(system.settings),
-                event_ids=event_id,
+                engine, inbox, consumer=spec.name, handlers=spec.handlers(system.settings), event_ids=ids
             )
 
     done, failed = execute(body)

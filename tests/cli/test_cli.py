@@ -143,7 +143,7 @@ def test_account_list_table():
         ["account", "deposit", "not-a-uuid", "10"],
         ["account", "balance", "123"],
         ["order", "create", "nope", "10"],
-        ["order", "show", "3fa85f64-5717-4562-b3fc"],
+        ["order", "show", "3fa85f64-5717-4562-b3fc-zz"],
         ["order", "list", "--user", "nope"],
     ],
 )

@@ -254,7 +254,7 @@ def test_poison_is_quarantined_visible_and_still_quarantined_after_retry(empty_t
     assert "not an event envelope" in entry["error"]
     assert entry["topic"] == names["orders_topic"]
     shown = ok("inbox", "status", "payments").stdout
-    assert "Quarantined in payments" in shown and entry["event_id"] in shown
+    assert "Quarantined in payments" in shown and entry["event_id"].replace("-", "")[:8] in shown  # a short id
 
     result = invoke("inbox", "retry", "payments", "--json")
     assert result.exit_code == 1, result.output
