@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 from rich.console import Group
 
 from hsepay.commands.common import JsonOption, ServiceArg, built, cell, console, execute, print_json, services
+from hsepay.commands.layout import Column, fit, table
 
 TargetOption = Annotated[
     list[str] | None,
@@ -34,7 +37,6 @@ def status(
 
     Example: hsepay status --watch --target http://127.0.0.1:9101 --target http://127.0.0.1:9102
     """
-    from rich.live import Live
 
     from hsepay.commands.status_snapshot import snapshot
 
@@ -45,60 +47,94 @@ def status(
         async with built(specs, broker="find") as system:
             if not watch:
                 report = await snapshot(system, specs, targets)
-                print_json(report) if as_json else console.print(render(report))
+                print_json(report) if as_json else console.print(render(report, console.width))
                 return
-            if as_json:
-                while True:
-                    print_json(await snapshot(system, specs, targets))
-                    await asyncio.sleep(interval)
-            with Live(render(await snapshot(system, specs, targets)), console=console, auto_refresh=False) as live:
-                while True:
-                    await asyncio.sleep(interval)
-                    live.update(render(await snapshot(system, specs, targets)), refresh=True)
+            from rich.live import Live
 
-    with contextlib.suppress(KeyboardInterrupt):
-        execute(body)
+            from hsepay.resilience import sleep_or_stop
+
+            with stopped_by_ctrl_c() as stop:
+                if as_json:
+                    while not stop.is_set():
+                        print_json(await snapshot(system, specs, targets))
+                        await sleep_or_stop(stop, interval)
+                    return
+                with Live(
+                    render(await snapshot(system, specs, targets), console.width), console=console, auto_refresh=False
+                ) as live:
+                    while await sleep_or_stop(stop, interval):
+                        live.update(render(await snapshot(system, specs, targets), console.width), refresh=True)
+
+    execute(body)
+
+
+@contextlib.contextmanager
+def stopped_by_ctrl_c() -> Iterator[asyncio.Event]:
+    """An event set by the first Ctrl-C (or SIGTERM): the watch ends after the snapshot in hand, instead of
+    being cancelled in the middle of one (a broker client cancelled while closing logged a warning).
+    A second Ctrl-C interrupts at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def first() -> None:
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first)
+    try:
+        yield stop
+    finally:
+        if not stop.is_set():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def _number(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def render(report: dict[str, Any]) -> Group:
-    """The snapshot as Rich tables: services, processes, latest errors."""
-    from rich.table import Table
+def _holder(service: str, relay: dict[str, Any] | None) -> str:
+    """The active relay as host:pid (its session's application_name without the `hsepay-relay-<service> `
+    that the row already says)."""
+    if not relay:
+        return "none"
+    return str(relay["application_name"]).removeprefix(f"hsepay-relay-{service} ")
 
-    table = Table(title="hsepay status", title_justify="left")
-    columns = (
-        "service",
-        "outbox pending",
-        "oldest (s)",
-        "published/s",
-        "applied/s",
-        "lag",
-        "quarantined",
-        "active relay",
-    )
-    for column in columns:
-        table.add_column(column)
+
+SERVICE_COLUMNS = (
+    Column("service"),
+    Column("outbox pending", justify="right"),
+    Column("oldest (s)", justify="right"),
+    Column("published/s", justify="right"),
+    Column("applied/s", justify="right"),
+    Column("lag", justify="right"),
+    Column("quarantined", justify="right"),
+    Column("active relay"),  # host:pid
+)
+
+
+def render(report: dict[str, Any], width: int) -> Group:
+    """The snapshot as Rich tables laid out for `width` columns: services, processes, latest errors."""
+    rows = []
     for name, r in report["services"].items():
         outbox, inbox = r.get("outbox") or {}, r.get("inbox") or {}
-        relay = outbox.get("active_relay")
-        table.add_row(
-            cell(name),
-            _number(outbox.get("pending")),
-            _number(outbox.get("oldest_pending_age_s")) if outbox.get("pending") else "-",
-            _number(r.get("published_per_s")),
-            _number(r.get("applied_per_s")),
-            _number(r.get("lag_total")),
-            _number(inbox.get("quarantined")),
-            cell(relay["application_name"]) if relay else "none",
+        rows.append(
+            (
+                cell(name),
+                _number(outbox.get("pending")),
+                _number(outbox.get("oldest_pending_age_s")) if outbox.get("pending") else "-",
+                _number(r.get("published_per_s")),
+                _number(r.get("applied_per_s")),
+                _number(r.get("lag_total")),
+                _number(inbox.get("quarantined")),
+                cell(_holder(name, outbox.get("active_relay"))),
+            )
         )
-    parts: list[Any] = [table]
+    parts: list[Any] = [fit(console, "hsepay status", SERVICE_COLUMNS, rows, width)]
     if report["processes"]:
-        processes = Table(title="processes", title_justify="left")
-        for column in ("target", "ready", "roles", "error"):
-            processes.add_column(column, overflow="fold")
+        process_rows = []
         for p in report["processes"]:
             roles = []
             for service, values in p["services"].items():
@@ -108,15 +144,12 @@ def render(report: dict[str, Any]) -> Group:
                     roles.append(f"{service} relay standby")
                 if "consumer_joined" in values:
                     roles.append(f"{service} consumer {'joined' if values['consumer_joined'] else 'not joined'}")
-            processes.add_row(
-                cell(p["target"]), "yes" if p["ready"] else "[red]no[/]", cell(", ".join(roles)), cell(p["error"])
+            process_rows.append(
+                (cell(p["target"]), "yes" if p["ready"] else "[red]no[/]", cell(", ".join(roles)), cell(p["error"]))
             )
-        parts.append(processes)
+        columns = (Column("target"), Column("ready"), Column("roles", wraps=True), Column("error", wraps=True))
+        parts.append(table("processes", columns, process_rows))
     if report["errors"]:
-        errors = Table(title="latest errors", title_justify="left")
-        errors.add_column("where", overflow="fold")
-        errors.add_column("error", overflow="fold")
-        for e in report["errors"][:15]:
-            errors.add_row(cell(e["where"]), cell(e["error"]))
-        parts.append(errors)
+        error_rows = [(cell(e["where"]), cell(e["error"])) for e in report["errors"][:15]]
+        parts.append(table("latest errors", (Column("where", wraps=True), Column("error", wraps=True)), error_rows))
     return Group(*parts)

@@ -7,18 +7,20 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Group
+from rich.text import Text
 
 from hsepay import registry
 from hsepay.commands.common import EXIT_USAGE, built, console, execute, fail, settings
+from hsepay.commands.layout import Column, fit
 from hsepay.commands.token import announce_auth
 from hsepay.ports import port_problem
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from hsepay.system import System
 
 log = logging.getLogger("hsepay")
@@ -48,26 +50,62 @@ async def _pending(system: System, spec: registry.ServiceSpec) -> int | None:
         raise
 
 
-async def _status_table(system: System, workers, urls: dict[str, str], broker: str) -> Table:
-    from rich.table import Table
+PANEL_COLUMNS = (
+    Column("service"),
+    Column("outbox pending", justify="right"),
+    Column("relay"),
+    Column("processed", justify="right"),
+    Column("duplicates", justify="right"),
+    Column("quarantined", justify="right"),
+    Column("errors", justify="right"),
+)
 
-    table = Table(title=f"hsepay up — broker {broker} — Ctrl-C stops", title_justify="left")
-    for column in ("service", "API", "outbox pending", "relay", "processed", "duplicates", "quarantined", "errors"):
-        table.add_column(column)
+
+async def _counters(system: System, workers) -> list[tuple[str, ...]]:
+    """One row of PANEL_COLUMNS per service with a database."""
+    rows = []
     for spec in registry.with_database():
         relay, consumer = workers.relays[spec.name], workers.consumers[spec.name]
         pending = await _pending(system, spec)
-        table.add_row(
-            spec.name,
-            urls[spec.name],
-            "?" if pending is None else str(pending),
-            "active" if relay.stats.active else "standby",
-            str(consumer.stats.processed),
-            str(consumer.stats.duplicates),
-            str(consumer.stats.quarantined),
-            str(relay.stats.errors + consumer.stats.errors),
+        rows.append(
+            (
+                spec.name,
+                "?" if pending is None else str(pending),
+                "active" if relay.stats.active else "standby",
+                str(consumer.stats.processed),
+                str(consumer.stats.duplicates),
+                str(consumer.stats.quarantined),
+                str(relay.stats.errors + consumer.stats.errors),
+            )
         )
-    return table
+    return rows
+
+
+def panel(heading: Sequence[Text], rows: Sequence[Sequence[str]], width: int) -> Group:
+    """The live panel: what must stay on screen (auth, where the APIs are, how to stop) above the
+    counters, laid out for `width` columns; log lines scroll above it."""
+    return Group(*heading, fit(console, None, PANEL_COLUMNS, rows, width))
+
+
+def heading_lines(auth_on: bool, broker: str, urls: dict[str, str]) -> list[Text]:
+    """The lines the live panel keeps on screen: auth on or off (the banner above scrolls away as logs
+    arrive), the broker, how to stop, and each API with its docs."""
+    lines = [
+        Text("auth on: bearer tokens required (hsepay token issue USER_ID)", style="green")
+        if auth_on
+        else Text("AUTHENTICATION IS OFF: anyone who reaches these ports can spend any user's money", style="bold red"),
+        Text(f"hsepay up, broker {broker}; Ctrl-C stops", style="bold"),
+    ]
+    lines += [Text(f"{name:<8} {url}  docs {url}/schema/swagger") for name, url in urls.items()]
+    return lines
+
+
+def since_start() -> float:
+    """Seconds since this process started (the clock a user's `time hsepay up` reads), not since the
+    engines were up."""
+    import psutil
+
+    return max(0.0, time.time() - psutil.Process().create_time())
 
 
 READY_TIMEOUT = 60.0
@@ -102,7 +140,10 @@ def up(
     """Run everything: embedded engines (unless URLs are set), migrations, the APIs, the gateway, relays
     and consumers.
 
-    Example: hsepay up   # then: curl -X POST localhost:3000/api/accounts -d '{"user_id": "..."}'
+    Example: hsepay up   then, from another terminal, open an account through the gateway:
+
+    curl -X POST localhost:3000/api/accounts -H 'Content-Type: application/json' \\
+    -d '{"user_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6"}'
     """
     from rich.live import Live
 
@@ -137,14 +178,17 @@ def up(
             broker = system.broker.bootstrap_servers
             urls = {spec.name: f"http://{host}:{ports[spec.name][0]}" for spec in apis}
             servers = [api_server(system, spec.name, host, ports[spec.name][0]) for spec in apis]
-            started = time.monotonic()
             async with serving_metrics(host, metrics_port), start_workers(system) as workers:
                 serving = [asyncio.create_task(server.serve()) for server in servers]
-                for name, url in urls.items():
-                    console.print(f"{name} API: {url}  (docs {url}/schema/swagger)")
+                heading = heading_lines(bool(system.settings.security.auth_secrets), broker, urls)
+                show_panel = status and console.is_terminal
+                if not show_panel:  # the live panel shows them, with the auth line, and keeps them on screen
+                    for line in heading[2:]:
+                        console.print(line)
                 if await _ready(workers, servers, timeout=READY_TIMEOUT):
                     console.print(
-                        f"ready in {time.monotonic() - started:.1f}s: relays active, consumers hold their partitions"
+                        f"ready in {since_start():.1f}s (since the process started): relays active, "
+                        "consumers hold their partitions"
                     )
                 else:
                     console.print(
@@ -152,15 +196,19 @@ def up(
                     )
                 waiting = asyncio.create_task(wait_for_signal(workers.stop))
                 live = (
-                    Live(await _status_table(system, workers, urls, broker), console=console, refresh_per_second=2)
-                    if status and console.is_terminal
+                    Live(
+                        panel(heading, await _counters(system, workers), console.width),
+                        console=console,
+                        refresh_per_second=2,
+                    )
+                    if show_panel
                     else contextlib.nullcontext()
                 )
                 with live:
                     while not waiting.done() and not any(task.done() for task in serving):
                         await asyncio.wait([waiting, *serving], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                         if isinstance(live, Live):
-                            live.update(await _status_table(system, workers, urls, broker))
+                            live.update(panel(heading, await _counters(system, workers), console.width))
                 console.print("stopping: draining workers and APIs…")
                 for server in servers:
                     server.should_exit = True

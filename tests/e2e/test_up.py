@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 import uuid
@@ -37,8 +38,10 @@ def test_up_pays_a_funded_order_and_stops_cleanly(hsepay_env, tmp_path):
 
 
 def _run_up(args, env, ready, pay, ords) -> None:
+    spawned = time.time()
     with running(args, env, ready) as up:
         _wait_for_line(up, b"ready in ")
+        _assert_ready_time_counts_from_the_start(up.seen[-1], time.time() - spawned)
         with httpx.Client(timeout=5) as client:
             user = str(uuid.uuid4())
             assert client.post(f"http://127.0.0.1:{pay}/accounts", json={"user_id": user}).status_code == 201
@@ -65,6 +68,14 @@ def _run_up(args, env, ready, pay, ords) -> None:
         output = b"".join(up.seen) + up.stdout.read()
         assert b"stopped" in output
         assert b"AUTHENTICATION IS OFF" in output  # no HSEPAY_AUTH_SECRET: a loud banner
+
+
+def _assert_ready_time_counts_from_the_start(line: bytes, wall: float) -> None:
+    """`ready in Xs` is the time since the process started, as a user's clock reads it: it said 0.2 s
+    after 5 s of wall time (it counted from when the engines were up). `wall` runs from before the
+    spawn to after the line was read, which the test reads up to ~1 s late (it polls /health/ready)."""
+    said = float(re.search(rb"ready in ([0-9.]+)s", line)[1])
+    assert wall - 1.0 <= said <= wall + 0.05, (line, wall)
 
 
 def _wait_for_line(proc, marker: bytes, timeout: float = 60.0) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
@@ -79,3 +82,69 @@ def test_status_watch_streams_json_until_interrupted(cli_env):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert proc.returncode == 0, proc.stderr.read()
+
+
+class _HeldTarget(http.server.ThreadingHTTPServer):
+    """A process's metrics port that answers at once until `hold` is set, then only after `release`."""
+
+    def __init__(self) -> None:
+        self.hold, self.asked, self.release = threading.Event(), threading.Event(), threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler) -> None:  # noqa: N802
+                held = self.hold.is_set()
+                if held:
+                    self.asked.set()
+                    self.release.wait(30)
+                body = b'{"status": "ok", "checks": {"held": %d}}' % held if handler.path == "/health/ready" else b""
+                handler.send_response(200)
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            def log_message(handler, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_ctrl_c_of_watch_ends_after_the_snapshot_in_hand_without_a_word_on_stderr(cli_env):
+    """Ctrl-C used to cancel a snapshot halfway (a broker client cancelled while closing logged a
+    warning); now the snapshot in hand completes, is printed, and the command ends quietly."""
+    target = _HeldTarget()
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{target.server_address[1]}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hsepay.cli",
+            "status",
+            "orders",
+            "--watch",
+            "--json",
+            "--interval",
+            "0.2",
+            "--target",
+            url,
+        ],
+        env={**cli_env, "HSEPAY_LOG_FORMAT": "console"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert json.loads(proc.stdout.readline())["processes"][0]["ready"] is True
+        target.hold.set()
+        assert target.asked.wait(30), "no snapshot asked the target again"
+        proc.send_signal(signal.SIGINT)  # in the middle of a snapshot
+        time.sleep(0.5)
+        target.release.set()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        target.release.set()
+        proc.kill()
+        target.shutdown()
+    assert proc.returncode == 0 and err == "", err
+    last = json.loads(out.splitlines()[-1])
+    assert last["processes"][0]["checks"] == {"held": 1}, "the snapshot in hand when Ctrl-C came was dropped"
