@@ -14,7 +14,6 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,6 +29,7 @@ from hsepay.api.problems import (
     undecodable_body_handler,
     unexpected_error_handler,
 )
+from hsepay.apidocs import OfflineSwagger
 from hsepay.batching import GroupCommit
 from hsepay.config import ApiSettings, SecuritySettings
 from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
@@ -129,7 +129,7 @@ def _app(
             title=title,
             version=__version__,
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[OfflineSwagger("/swagger")],  # no CDN: works offline
             components=bearer_components(security.auth_enabled),
         ),
         request_max_body_size=MAX_BODY_BYTES,

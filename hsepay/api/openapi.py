@@ -2,12 +2,17 @@
 
 - Errors are problem+json (RFC 9457) with the statuses each route can answer (`problems(...)`),
   replacing Litestar's default `application/json {status_code, detail, extra}` 400;
-- with auth on, the bearer scheme and a security requirement on every guarded route;
+- the bearer scheme, and with auth on a security requirement on every guarded route;
+- the headers that are part of the contract (`Documented` and its subclasses, each a route's
+  `operation_class`): Idempotency-Key on every POST and Idempotent-Replayed on its replays,
+  Location on 202, Link on a page, the RateLimit headers on answers and Retry-After on a 429,
+  WWW-Authenticate on a 401;
 - `Allow` on OPTIONS lists every method of a path (`fix_options_allow`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -15,11 +20,23 @@ import msgspec
 from litestar import Litestar, Response
 from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPIHeader, OpenAPIResponse, Operation, Schema, SecurityScheme
+from litestar.openapi.spec import Parameter as OpenAPIParameter
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-__all__ = ["PROBLEM_JSON", "Problem", "bearer_components", "fix_options_allow", "problems", "BEARER"]
+__all__ = [
+    "BEARER",
+    "PROBLEM_JSON",
+    "AcceptedWithLocation",
+    "Documented",
+    "Idempotent",
+    "Paginated",
+    "Problem",
+    "bearer_components",
+    "fix_options_allow",
+    "problems",
+]
 
 PROBLEM_JSON = "application/problem+json"
 BEARER = "bearer"
@@ -63,20 +80,114 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
+BEARER_DOC = (
+    "A JWT signed with HS256 by `hsepay token issue USER_ID [--operator]` (HSEPAY_AUTH_SECRET): `sub` is the "
+    "user id, `role` is `user` (acts only for itself) or `operator` (acts for everyone, deposits), `iss` hsepay, "
+    "`aud` hsepay-api, `exp` 1 minute to 366 days ahead. Send it as `Authorization: Bearer <token>`; a missing, "
+    "expired or unverifiable token is a 401 whose WWW-Authenticate says why."
+)
+
+
 def bearer_components(auth_enabled: bool) -> Components:
-    """The OpenAPI components: with auth on, the bearer scheme (auth off: none is claimed)."""
-    if not auth_enabled:
-        return Components()
+    """The OpenAPI components: the bearer scheme, and whether this server asks for it. Only with auth on do
+    the routes require it (`security`), so that the document never promises auth a server does not enforce."""
+    state = "" if auth_enabled else " This server runs with authentication OFF (HSEPAY_AUTH_SECRET unset): no token."
     return Components(
         security_schemes={
-            BEARER: SecurityScheme(
-                type="http",
-                scheme="bearer",
-                bearer_format="JWT",
-                description="HS256 token from `hsepay token issue`; sub = user id, role = user | operator",
-            )
+            BEARER: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT", description=BEARER_DOC + state)
         }
     )
+
+
+def _header(description: str, schema: Schema | None = None) -> OpenAPIHeader:
+    return OpenAPIHeader(description=description, schema=schema or Schema(type="string"))  # type: ignore[arg-type]
+
+
+_INTEGER = Schema(type="integer")  # type: ignore[arg-type]
+RATE_LIMIT = {
+    "RateLimit-Policy": _header("the caller's policy, e.g. `200;w=2`: a burst of 200 per 2 s window"),
+    "RateLimit-Limit": _header("requests the caller may send at once", _INTEGER),
+    "RateLimit-Remaining": _header("requests left before a 429", _INTEGER),
+    "RateLimit-Reset": _header("seconds until the allowance is whole again", _INTEGER),
+}
+"""On every answer of a guarded route while HSEPAY_RATE_LIMIT > 0 (IETF RateLimit header fields draft)."""
+RETRY_AFTER = {"Retry-After": _header("seconds to wait before retrying", _INTEGER)}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": _header(
+        '`Bearer realm="hsepay"`, with `error="invalid_token"` when a token came and was refused (the detail says why)'
+    )
+}
+IDEMPOTENCY_KEY = OpenAPIParameter(
+    name="Idempotency-Key",
+    param_in="header",  # type: ignore[arg-type]
+    required=False,
+    description=(
+        "Any 1..255 printable characters without commas, chosen by the client. The same key with the same body "
+        "answers the stored response (with Idempotent-Replayed: true) and has no second effect; the same key with "
+        "another body is a 409. Keys are kept HSEPAY_IDEMPOTENCY_TTL seconds (24 h)."
+    ),
+    # printable ASCII without commas, no space at either end (a proxy may trim it): what the API accepts
+    schema=Schema(
+        type="string",  # type: ignore[arg-type]
+        min_length=1,
+        max_length=255,
+        pattern=r"^[!-+\--~]([ -+\--~]*[!-+\--~])?$",
+    ),
+)
+REPLAYED = {"Idempotent-Replayed": _header("`true` when this is the stored answer to a repeated Idempotency-Key")}
+
+
+@dataclass
+class Documented(Operation):
+    """An operation with the headers every guarded route answers with (RateLimit, Retry-After on 429,
+    WWW-Authenticate on 401). Litestar builds each route's Operation with its `operation_class`; a
+    dataclass again, so that the generated __init__ calls __post_init__ (Operation's does not)."""
+
+    def __post_init__(self) -> None:
+        for status, response in (self.responses or {}).items():
+            if not isinstance(response, OpenAPIResponse):
+                continue
+            headers = dict(response.headers or {})
+            if status.startswith("2"):
+                headers |= RATE_LIMIT | self.success_headers()
+            elif status == "429":
+                headers |= RATE_LIMIT | RETRY_AFTER
+            elif status == "401":
+                headers |= WWW_AUTHENTICATE
+            response.headers = headers or None  # type: ignore[assignment]
+
+    def success_headers(self) -> dict[str, OpenAPIHeader]:
+        return {}
+
+
+class Idempotent(Documented):
+    """A POST: takes an Idempotency-Key, and says when its answer is a replay."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.parameters = [*(self.parameters or []), IDEMPOTENCY_KEY]
+
+    def success_headers(self) -> dict[str, OpenAPIHeader]:
+        return dict(REPLAYED)
+
+
+class AcceptedWithLocation(Idempotent):
+    """POST /orders: a 202 whose Location names the new order."""
+
+    def success_headers(self) -> dict[str, OpenAPIHeader]:
+        return {
+            **REPLAYED,
+            "Location": _header(
+                "the new order, to poll for its final status: `/orders/{id}` (gateway: `/api/orders/{id}`)"
+            ),
+        }
+
+
+class Paginated(Documented):
+    """A list: Link rel=next names the following page while there is one."""
+
+    def success_headers(self) -> dict[str, OpenAPIHeader]:
+        return {"Link": _header('`</orders?…&cursor=…>; rel="next"` (gateway: `</api/orders?…>`): the next page')}
 
 
 def fix_options_allow(app: Litestar) -> None:

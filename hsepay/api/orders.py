@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
@@ -16,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hsepay.api.bodies import json_body
 from hsepay.api.guard import caller_of
 from hsepay.api.idempotent import claim_for, replayed
-from hsepay.api.openapi import problems
+from hsepay.api.openapi import AcceptedWithLocation, Documented, Paginated, problems
+from hsepay.api.schemas import OrderAccepted, OrderView
 from hsepay.batching import GroupCommit
 from hsepay.errors import Forbidden, InvalidRequest
 from hsepay.idempotency import StoredResponse
@@ -39,16 +39,6 @@ class CreateOrder(msgspec.Struct, forbid_unknown_fields=True):
     description: Description = ""
 
 
-class OrderAccepted(msgspec.Struct):
-    message: str
-    id: uuid.UUID
-    status: str
-    user_id: uuid.UUID
-    amount: int
-    description: str
-    created_at: datetime
-
-
 def order_accepted(order: Order) -> StoredResponse:
     """What POST /orders answers for a new order (and stores under its Idempotency-Key)."""
     body = OrderAccepted(
@@ -63,8 +53,17 @@ def order_accepted(order: Order) -> StoredResponse:
     return StoredResponse(202, msgspec.to_builtins(body), {"Location": f"/orders/{order.id}"})
 
 
-def _order_json(order: Order) -> dict:
-    return msgspec.to_builtins(order)
+def _order_view(order: Order) -> OrderView:
+    return OrderView(
+        id=order.id,
+        user_id=order.user_id,
+        amount=order.amount,
+        description=order.description,
+        status=order.status,  # type: ignore[arg-type]
+        reason=order.reason,  # type: ignore[arg-type]
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+    )
 
 
 def _parse_order_id(raw: str) -> uuid.UUID:
@@ -82,6 +81,7 @@ class OrderController(Controller):
         status_code=202,
         summary="Place an order; payment follows asynchronously",
         responses=problems(400, 403, 409, 413, 415),
+        operation_class=AcceptedWithLocation,
         **json_body(CreateOrder),
     )
     async def create_order(
@@ -100,19 +100,27 @@ class OrderController(Controller):
             return replayed(answer.response)
         return Response(answer.body, status_code=answer.status_code, headers=answer.headers)
 
-    @get(["/orders/{order_id:str}", "/order/{order_id:str}"], summary="One order", responses=problems(400, 404))
-    async def get_order(self, request: Request, engine: NamedDependency[AsyncEngine], order_id: OrderIdInPath) -> dict:
+    @get(
+        ["/orders/{order_id:str}", "/order/{order_id:str}"],
+        summary="One order",
+        responses=problems(400, 404),
+        operation_class=Documented,
+    )
+    async def get_order(
+        self, request: Request, engine: NamedDependency[AsyncEngine], order_id: OrderIdInPath
+    ) -> OrderView:
         wanted = _parse_order_id(order_id)
         async with engine.connect() as conn:
             order = await operations.get_order(conn, wanted)
         if not caller_of(request).may_act_for(order.user_id):
             raise OrderNotFound(f"no order {wanted}")  # another user's order: as if it did not exist
-        return _order_json(order)
+        return _order_view(order)
 
     @get(
         "/orders",
         summary="Orders, newest first, paginated by cursor (Link rel=next); a user token sees only its own",
         responses=problems(400, 403),
+        operation_class=Paginated,
     )
     async def list_orders(
         self,
@@ -122,7 +130,7 @@ class OrderController(Controller):
         status: FromQuery[Literal["created", "success", "failed"] | None] = None,
         limit: FromQuery[Annotated[int, Parameter(ge=1, le=MAX_PAGE)]] = 100,
         cursor: FromQuery[Annotated[str | None, Parameter(max_length=200)]] = None,
-    ) -> Response[list[dict]]:
+    ) -> Response[list[OrderView]]:
         caller = caller_of(request)
         if not caller.is_operator:
             if user_id is not None and user_id != caller.subject:
@@ -137,4 +145,4 @@ class OrderController(Controller):
             query = {k: v for k, v in request.query_params.items() if k != "cursor"}
             query["cursor"] = next_cursor
             headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
-        return Response([_order_json(order) for order in page], headers=headers)
+        return Response([_order_view(order) for order in page], headers=headers)

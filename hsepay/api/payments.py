@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -15,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hsepay.api.bodies import json_body
 from hsepay.api.guard import caller_of
 from hsepay.api.idempotent import idempotency_key, run_idempotent
-from hsepay.api.openapi import problems
+from hsepay.api.openapi import Documented, Idempotent, problems
+from hsepay.api.schemas import AccountCreated, Balance, BalanceRefilled
 from hsepay.errors import Forbidden, InvalidRequest
 from hsepay.idempotency import StoredResponse
 from hsepay.ids import parse_uuid
@@ -36,24 +36,6 @@ class Deposit(msgspec.Struct, forbid_unknown_fields=True):
     user_id: uuid.UUID | None = None
 
 
-class AccountCreated(msgspec.Struct):
-    message: str
-    user_id: uuid.UUID
-    balance: int
-    created_at: datetime
-
-
-class BalanceRefilled(msgspec.Struct):
-    message: str
-    user_id: uuid.UUID
-    balance: int
-
-
-class Balance(msgspec.Struct):
-    user_id: uuid.UUID
-    balance: int
-
-
 class AccountController(Controller):
     path = "/accounts"
     tags = ["accounts"]
@@ -63,6 +45,7 @@ class AccountController(Controller):
         status_code=201,
         summary="Open an account (one per user)",
         responses=problems(400, 403, 409, 413, 415),
+        operation_class=Idempotent,
         **json_body(CreateAccount),
     )
     async def create_account(
@@ -87,6 +70,7 @@ class AccountController(Controller):
         status_code=200,
         summary="Add money to an account (an operator action unless HSEPAY_AUTH_SELF_DEPOSIT)",
         responses=problems(400, 403, 404, 409, 413, 415),
+        operation_class=Idempotent,
         **json_body(Deposit),
     )
     async def deposit(
@@ -119,7 +103,7 @@ class AccountController(Controller):
 
         return await run_idempotent(request, engine, idempotency_keys, f"/accounts/{owner}/deposit", data, effect)
 
-    @get("/balance", summary="Balance of a user's account", responses=problems(400, 404))
+    @get("/balance", summary="Balance of a user's account", responses=problems(400, 404), operation_class=Documented)
     async def balance(
         self,
         request: Request,

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -30,11 +30,13 @@ import msgspec
 from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.params import FromPath, QueryParameter
 
 from hsepay import __version__
+from hsepay.api.openapi import AcceptedWithLocation, Documented, Idempotent, Paginated
 from hsepay.api.problems import problem_details_plugin, unexpected_error_handler
+from hsepay.api.schemas import AccountCreated, Balance, BalanceRefilled, OrderAccepted, OrderView
+from hsepay.apidocs import OfflineSwagger
 from hsepay.config import GatewaySettings
 from hsepay.gateway.upstream import Upstream, UpstreamFailed, forward, outgoing_headers, problem
 from hsepay.ids import parse_uuid
@@ -60,7 +62,7 @@ class Summary(msgspec.Struct):
     user_id: uuid.UUID
     balance: int | None
     """None: the user has no account."""
-    orders: list[dict[str, Any]]
+    orders: list[OrderView]
     """The user's newest orders, newest first (at most `limit`)."""
     next: str | None = None
     """The gateway path of the next page of orders, if there are more."""
@@ -79,32 +81,60 @@ class GatewayController(Controller):
     path = "/api"
     tags = ["gateway"]
 
-    @post("/accounts", summary="Open an account (payments POST /accounts)", responses=_FAILURES)
-    async def create_account(self, request: Request) -> Response:
+    @post(
+        "/accounts",
+        summary="Open an account (payments POST /accounts)",
+        status_code=201,
+        responses=_FAILURES,
+        operation_class=Idempotent,
+    )
+    async def create_account(self, request: Request) -> Response[AccountCreated]:
         return await forward(request, _upstreams(request)["payments"], "/accounts")
 
     @post(
         "/accounts/{user_id:str}/deposit",
         summary="Deposit (payments POST /accounts/{id}/deposit)",
+        status_code=200,
         responses=_FAILURES,
+        operation_class=Idempotent,
     )
-    async def deposit(self, request: Request, user_id: FromPath[str]) -> Response:
+    async def deposit(self, request: Request, user_id: FromPath[str]) -> Response[BalanceRefilled]:
         return await forward(request, _upstreams(request)["payments"], f"/accounts/{_segment(user_id)}/deposit")
 
-    @get("/accounts/balance", summary="Balance (payments GET /accounts/balance?user_id=)", responses=_FAILURES)
-    async def balance(self, request: Request) -> Response:
+    @get(
+        "/accounts/balance",
+        summary="Balance (payments GET /accounts/balance?user_id=)",
+        responses=_FAILURES,
+        operation_class=Documented,
+    )
+    async def balance(self, request: Request) -> Response[Balance]:
         return await forward(request, _upstreams(request)["payments"], "/accounts/balance")
 
-    @post("/orders", summary="Place an order (orders POST /orders)", responses=_FAILURES)
-    async def create_order(self, request: Request) -> Response:
+    @post(
+        "/orders",
+        summary="Place an order (orders POST /orders)",
+        status_code=202,
+        responses=_FAILURES,
+        operation_class=AcceptedWithLocation,
+    )
+    async def create_order(self, request: Request) -> Response[OrderAccepted]:
         return await forward(request, _upstreams(request)["orders"], "/orders")
 
-    @get("/orders", summary="List orders (orders GET /orders; Link rewritten to /api)", responses=_FAILURES)
-    async def list_orders(self, request: Request) -> Response:
+    @get(
+        "/orders",
+        summary="List orders (orders GET /orders; Link rewritten to /api)",
+        responses=_FAILURES,
+        operation_class=Paginated,
+    )
+    async def list_orders(self, request: Request) -> Response[list[OrderView]]:
         return await forward(request, _upstreams(request)["orders"], "/orders")
 
-    @get(["/order/{order_id:str}", "/orders/{order_id:str}"], summary="One order (orders GET /order/{id})")
-    async def get_order(self, request: Request, order_id: FromPath[str]) -> Response:
+    @get(
+        ["/order/{order_id:str}", "/orders/{order_id:str}"],
+        summary="One order (orders GET /order/{id})",
+        operation_class=Documented,
+    )
+    async def get_order(self, request: Request, order_id: FromPath[str]) -> Response[OrderView]:
         return await forward(request, _upstreams(request)["orders"], f"/order/{_segment(order_id)}")
 
     @get(
@@ -224,7 +254,7 @@ def create_gateway_app(
             version=__version__,
             description="The original system's /api paths in front of the payments and orders APIs.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[OfflineSwagger("/swagger")],  # no CDN: works offline
         ),
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,

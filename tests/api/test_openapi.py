@@ -54,18 +54,85 @@ def test_request_bodies_are_closed(service, body):
 
 
 @pytest.mark.parametrize("service", ["payments", "orders"])
-def test_bearer_scheme_only_when_auth_is_on(service):
+def test_the_bearer_scheme_is_documented_and_required_only_when_auth_is_on(service):
     secured = openapi_document(service, auth=True)
-    assert secured["components"]["securitySchemes"]["bearer"] == {
+    scheme = secured["components"]["securitySchemes"]["bearer"]
+    assert {k: scheme[k] for k in ("type", "scheme", "bearerFormat")} == {
         "type": "http",
         "scheme": "bearer",
         "bearerFormat": "JWT",
-        "description": secured["components"]["securitySchemes"]["bearer"]["description"],
     }
+    assert "hsepay token issue" in scheme["description"] and "operator" in scheme["description"]
     for path, item in secured["paths"].items():
         for operation in item.values():
             assert operation.get("security") == [{"bearer": []}], path
-    assert "securitySchemes" not in openapi_document(service, auth=False).get("components", {})
+    insecure = openapi_document(service, auth=False)
+    assert "authentication OFF" in insecure["components"]["securitySchemes"]["bearer"]["description"]
+    for item in insecure["paths"].values():  # no route claims to require what the server does not check
+        assert all("security" not in operation for operation in item.values())
+
+
+SUCCESS_HEADERS = {"RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
+
+
+@pytest.mark.parametrize(
+    "service, path, method, status, extra",
+    [
+        ("payments", "/accounts", "post", "201", {"Idempotent-Replayed"}),
+        ("payments", "/accounts/{user_id}/deposit", "post", "200", {"Idempotent-Replayed"}),
+        ("payments", "/accounts/balance", "get", "200", set()),
+        ("orders", "/orders", "post", "202", {"Idempotent-Replayed", "Location"}),
+        ("orders", "/orders", "get", "200", {"Link"}),
+        ("orders", "/orders/{order_id}", "get", "200", set()),
+        ("orders", "/order/{order_id}", "get", "200", set()),
+    ],
+)
+def test_every_header_of_the_contract_is_documented(service, path, method, status, extra):
+    operation = openapi_document(service, auth=True)["paths"][path][method]
+    responses = operation["responses"]
+    assert set(responses[status]["headers"]) == SUCCESS_HEADERS | extra
+    assert {"Retry-After", *SUCCESS_HEADERS} <= set(responses["429"]["headers"])
+    assert "WWW-Authenticate" in responses["401"]["headers"]
+    header_parameters = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+    assert header_parameters == ({"Idempotency-Key"} if method == "post" else set())
+
+
+@pytest.mark.parametrize(
+    "service, path, status, body",
+    [
+        ("payments", "/accounts", "201", "AccountCreated"),
+        ("payments", "/accounts/{user_id}/deposit", "200", "BalanceRefilled"),
+        ("payments", "/accounts/balance", "200", "Balance"),
+        ("orders", "/orders", "202", "OrderAccepted"),
+        ("orders", "/orders/{order_id}", "200", "OrderView"),
+        ("orders", "/order/{order_id}", "200", "OrderView"),
+    ],
+)
+def test_every_response_body_is_documented_with_its_fields(service, path, status, body):
+    document = openapi_document(service, auth=False)
+    method = "get" if status == "200" and "deposit" not in path else "post"
+    schema = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": f"#/components/schemas/{body}"}
+    fields = document["components"]["schemas"][body]["properties"]
+    assert fields and all(field.get("type") or field.get("oneOf") for field in fields.values())
+
+
+def test_order_list_items_are_orders_field_by_field():
+    document = openapi_document("orders", auth=False)
+    listed = document["paths"]["/orders"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed == {"type": "array", "items": {"$ref": "#/components/schemas/OrderView"}}
+    order = document["components"]["schemas"]["OrderView"]
+    assert set(order["required"]) == {
+        "id",
+        "user_id",
+        "amount",
+        "description",
+        "status",
+        "reason",
+        "created_at",
+        "updated_at",
+    }
+    assert order["properties"]["status"]["enum"] == ["created", "success", "failed"]
 
 
 @pytest.mark.parametrize(
