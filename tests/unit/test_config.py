@@ -263,3 +263,12 @@ def test_sasl_needs_a_user_and_a_password_and_never_shows_the_password():
 def test_bad_kafka_security_settings_name_the_variable(variable, raw):
     with pytest.raises(ConfigError, match=rf"^{variable}:"):
         Settings.from_env({variable: raw})
+
+
+def test_readme_configuration_table_is_the_generated_one():
+    """Defaults as an operator writes them (`unset`, `off`), never Python reprs (`()`, `False`)."""
+    from hsepay.config.table import markdown_table
+
+    table = markdown_table()
+    assert table in (Path(__file__).parents[2] / "README.md").read_text(), "run: python -m hsepay.config.table"
+    assert "| () |" not in table and "| False |" not in table and "| None |" not in table
