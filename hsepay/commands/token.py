@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 
 DEFAULT_TTL = 3600
+MIN_TTL = 60  # shorter would hardly outlive the 10 s of clock skew that verification forgives
 MAX_TTL = 366 * 24 * 3600
 UP_OPERATOR_TTL = 24 * 3600
 
@@ -71,7 +72,14 @@ def issue(
     operator: Annotated[
         bool, typer.Option("--operator", help="An operator token: acts on every account and order.")
     ] = False,
-    ttl: Annotated[int, typer.Option(min=60, max=MAX_TTL, help="Seconds until the token expires.")] = DEFAULT_TTL,
+    ttl: Annotated[
+        int,
+        typer.Option(
+            min=MIN_TTL,
+            max=MAX_TTL,
+            help=f"Seconds until the token expires, {MIN_TTL} (a minute) to {MAX_TTL} (366 days).",
+        ),
+    ] = DEFAULT_TTL,
     as_json: JsonOption = False,
 ) -> None:
     """Print a bearer token (HS256, signed with the first secret in HSEPAY_AUTH_SECRET).

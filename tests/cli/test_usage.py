@@ -80,3 +80,23 @@ def test_an_id_argument_is_an_id_or_at_least_four_of_its_hex_digits(value):
 def test_help_without_a_command_is_help_not_an_error():
     result = invoke("account")
     assert "deposit" in result.stdout and not result.stderr.strip()
+
+
+def test_a_malformed_database_url_is_reported_before_anything_starts_or_connects(monkeypatch, tmp_path):
+    """The URL is read before an engine is built: nothing embedded starts (the data directory is never
+    made) and the other service's unreachable server is never tried (its error would come first)."""
+    from hsepay.config import get_settings
+    from tests.e2e.conftest import free_port
+
+    monkeypatch.setenv("HSEPAY_PAYMENTS_DB", "garbage")
+    monkeypatch.setenv("HSEPAY_ORDERS_DB", "postgresql://hsepay@127.0.0.1:1/orders")  # nothing listens on port 1
+    monkeypatch.setenv("HSEPAY_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        ports = [f"--{name}-port={free_port()}" for name in ("payments", "orders", "gateway")]
+        for args in (["account", "list"], ["order", "list"], ["status"], ["audit"], ["up", *ports]):
+            line = one_line(invoke(*args))
+            assert "HSEPAY_PAYMENTS_DB" in line and "not a database URL" in line, (args, line)
+    finally:
+        get_settings.cache_clear()
+    assert not (tmp_path / "data").exists()
