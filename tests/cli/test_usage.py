@@ -100,3 +100,30 @@ def test_a_malformed_database_url_is_reported_before_anything_starts_or_connects
     finally:
         get_settings.cache_clear()
     assert not (tmp_path / "data").exists()
+
+
+def test_every_command_of_the_contract_exists():
+    """docs/DESIGN.md §7 names the commands (`hsepay account create … | deposit …`): each exists."""
+    from pathlib import Path
+
+    import typer
+
+    from hsepay.cli import app
+
+    design = (Path(__file__).parents[2] / "docs/DESIGN.md").read_text()
+    block = design.split("## 7. CLI surface", 1)[1].split("```", 2)[1]
+    root = typer.main.get_command(app)
+    for line in block.splitlines():
+        if not line.startswith("hsepay "):
+            continue
+        command, *alternatives = line.split("#")[0].removeprefix("hsepay ").split(" | ")
+        name, *rest = command.split()
+        if name == "broker":  # `hsepay broker | stop`: two commands
+            assert {"broker", *(a.strip() for a in alternatives)} <= root.commands.keys()
+            continue
+        assert name in root.commands, line
+        group = root.commands[name]
+        if hasattr(group, "commands") and rest:
+            wanted = {rest[0], *(alternative.split()[0] for alternative in alternatives)}
+            wanted = {word for word in wanted if not word.startswith("[")}  # an option, not a command
+            assert wanted <= group.commands.keys(), (line, wanted)
