@@ -73,9 +73,10 @@ def _run_up(args, env, ready, pay, ords) -> None:
 def _assert_ready_time_counts_from_the_start(line: bytes, wall: float) -> None:
     """`ready in Xs` is the time since the process started, as a user's clock reads it: it said 0.2 s
     after 5 s of wall time (it counted from when the engines were up). `wall` runs from before the
-    spawn to after the line was read, which the test reads up to ~1 s late (it polls /health/ready)."""
+    spawn to after the line was read, which the test reads late by its polling of /health/ready (1.3 s
+    at a load of 30), so only "most of the wall time" is asserted: on main it said 1.3 s of 10 s."""
     said = float(re.search(rb"ready in ([0-9.]+)s", line)[1])
-    assert wall - 1.0 <= said <= wall + 0.05, (line, wall)
+    assert wall / 2 <= said <= wall + 0.05, (line, wall)
 
 
 def _wait_for_line(proc, marker: bytes, timeout: float = 60.0) -> None:
