@@ -19,7 +19,9 @@ async def test_a_partition_consumed_to_its_end_has_no_lag_even_after_batches(bro
     replication = int(os.environ.get("HSEPAY_TEST_KAFKA_REPLICATION", "1"))
     config = BrokerConfig(broker, False, partitions=3, replication_factor=replication)
     await ensure_topics(config, [topic])
-    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=200)  # the records share a batch
+    # The records share a batch; acks="all" because the end offset is the high watermark, which on a
+    # replicated partition moves only once the followers have the records (acks=1 answered before).
+    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=200, acks="all")
     await producer.start()
     try:
         sent = [await producer.send(topic, b"x", partition=0) for _ in range(5)]
