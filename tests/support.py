@@ -19,7 +19,8 @@ from hsepay import registry
 from hsepay.audit import AuditReport, check_invariants
 from hsepay.bootstrap import assemble
 from hsepay.bootstrap.broker import broker_config
-from hsepay.config import Settings
+from hsepay.bootstrap.event_secrets import new_secret, signer_for
+from hsepay.config import EventSettings, Settings
 from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import orders
 from hsepay.orders.tables import outbox as orders_outbox
@@ -28,6 +29,7 @@ from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 from hsepay.relay.broker import BrokerConfig, ensure_topics, partition_offsets
 from hsepay.relay.envelope import OutboxMessage
 from hsepay.relay.inbound import Message
+from hsepay.relay.signing import SIGNATURE_HEADER, EventSigner
 from hsepay.system import BrokerEndpoint, System
 
 T = TypeVar("T")
@@ -70,13 +72,37 @@ async def order_created_row(orders_engine: AsyncEngine, order_id: uuid.UUID) -> 
         ).one()
 
 
-def as_message(row: Any, *, partition: int = 0, offset: int = 0) -> Message:
-    """An outbox row (or an OutboxMessage) as the inbox consumer would receive it from Kafka."""
-    return Message(row.topic, partition, offset, row.key, row.value, dict(row.headers))
+def as_message(row: Any, *, signer: EventSigner | None, partition: int = 0, offset: int = 0) -> Message:
+    """An outbox row (or an OutboxMessage) as the inbox consumer would receive it from Kafka, signed
+    by `signer` as its relay would (None: unsigned)."""
+    return Message(row.topic, partition, offset, row.key, row.value, signed_headers(row, signer))
 
 
-def outbox_messages(rows: Sequence[Any]) -> list[Message]:
-    return [as_message(row, offset=i) for i, row in enumerate(rows)]
+def outbox_messages(rows: Sequence[Any], *, signer: EventSigner | None) -> list[Message]:
+    return [as_message(row, signer=signer, offset=i) for i, row in enumerate(rows)]
+
+
+# --- event signatures -----------------------------------------------------------------------------
+
+
+def event_secrets_env() -> dict[str, str]:
+    """Fresh event secrets for both services, as a deployment on a shared broker must set them."""
+    return {EventSettings.variable_of(service): new_secret() for service in ("orders", "payments")}
+
+
+def relay_signer(saga: Saga, service: str) -> EventSigner:
+    """What the relay of `service` signs with, under the saga's settings."""
+    signer = signer_for(saga.settings, service)
+    assert signer is not None, f"{service} has no event secret in this test's settings"
+    return signer
+
+
+def signed_headers(message: OutboxMessage | Any, signer: EventSigner | None) -> dict[str, str]:
+    """The headers a relay publishes an outbox row (or OutboxMessage) with; unsigned without a signer."""
+    headers = dict(message.headers)
+    if signer is not None:
+        headers[SIGNATURE_HEADER] = signer.sign(message.topic, message.key.encode(), message.value, headers)
+    return headers
 
 
 # --- Kafka ----------------------------------------------------------------------------------------
@@ -127,9 +153,16 @@ async def kafka_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         await producer.stop()
 
 
-async def publish(producer: AIOKafkaProducer, message: OutboxMessage | Any, *, partition: int | None = None):
-    """Publish an outbox row or OutboxMessage exactly as the relay does (value, key, headers)."""
-    headers = [(name, value.encode()) for name, value in dict(message.headers).items()]
+async def publish(
+    producer: AIOKafkaProducer,
+    message: OutboxMessage | Any,
+    *,
+    signer: EventSigner | None,
+    partition: int | None = None,
+):
+    """Publish an outbox row or OutboxMessage as the relay does (value, key, headers, and a signature
+    by `signer`; None: unsigned, as a writer without the secret would)."""
+    headers = [(name, value.encode()) for name, value in signed_headers(message, signer).items()]
     return await producer.send_and_wait(
         message.topic, value=message.value, key=message.key.encode(), headers=headers, partition=partition
     )

@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from hsepay import embedded, migrate, registry
 from hsepay.bench.usage import Tracked
 from hsepay.bootstrap import build
+from hsepay.bootstrap.event_secrets import fresh_environ
 from hsepay.chaos.roles import Role, RoleSet
 from hsepay.config import Settings
 from hsepay.ports import free_ports
@@ -107,6 +108,8 @@ class Scratch:
         )
         if auth:
             environ["HSEPAY_AUTH_SECRET"] = secrets.token_urlsafe(48)
+        # Events signed as on any shared broker; the caller's secrets, if set, pass through.
+        environ = {**fresh_environ(spec.name for spec in registry.with_database()), **environ}
         for service, url in urls.items():
             environ[f"HSEPAY_{service.upper()}_DB"] = url
         return cls(environ, work_dir, pg_home, broker_home, auth)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from hsepay.bootstrap.broker import broker_config
+from hsepay.bootstrap.event_secrets import signer_for, verifier_of, warn_if_unsigned
 from hsepay.config import ConfigError, Settings
 from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.outbox import OutboxRelay
@@ -40,11 +41,14 @@ def worker_parts(
             topics=spec.produces(settings.kafka),
             settings=settings.relay,
             max_backoff=settings.saga.max_backoff,
+            signer=signer_for(settings, spec.name),
         )
         jobs.append(relay.purge_job())
     if consumers:
         if spec.handlers is None:
             raise ConfigError(f"the {spec.name} service consumes no events")
+        verifier = verifier_of(settings, spec)
+        warn_if_unsigned(settings, list(verifier.producers))
         consumer = InboxConsumer(
             name=spec.name,
             engine=engine,
@@ -56,6 +60,7 @@ def worker_parts(
             settings=settings.consumer,
             max_backoff=settings.saga.max_backoff,
             static_assignment=only_consumers and broker.embedded,
+            verify=verifier.verify,
         )
         jobs += [consumer.purge_job(), *spec.jobs(engine, settings)]
     return dataclasses.replace(service, broker=config, relay=relay, consumer=consumer, jobs=tuple(jobs))

@@ -25,6 +25,7 @@ from hsepay import registry
 from hsepay.audit import check_invariants
 from hsepay.auth import TokenIssuer
 from hsepay.bootstrap import built
+from hsepay.bootstrap.event_secrets import fresh_environ
 from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
 from hsepay.chaos.load import place_orders
 from hsepay.chaos.observe import Sampler
@@ -208,6 +209,8 @@ async def run_chaos(
         # Run as production does: auth on, each user ordering with its own token; no rate limit,
         # since the whole load comes from one address.
         setup.environ = {**setup.environ, "HSEPAY_AUTH_SECRET": secrets.token_urlsafe(48), "HSEPAY_RATE_LIMIT": "0"}
+    # Signed events, as on any shared broker: secrets of the run's own, unless the caller gave some.
+    setup.environ = {**fresh_environ(spec.name for spec in registry.with_database()), **setup.environ}
     settings = Settings.from_env(setup.environ)
     services = [spec.name for spec in registry.with_database()]
     ports = dict(zip(services, free_ports(len(services)), strict=True))

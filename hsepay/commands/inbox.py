@@ -120,6 +120,7 @@ def retry(
     (spec,) = services(service, every=False)
 
     async def body() -> tuple[int, int]:
+        from hsepay.bootstrap.event_secrets import verifier_of
         from hsepay.commands.idprefix import resolve
         from hsepay.relay.quarantine import retry_quarantined
 
@@ -141,7 +142,12 @@ def retry(
                         for ref in event_id
                     ]
             return await retry_quarantined(
-                engine, inbox, consumer=spec.name, handlers=spec.handlers(system.settings), event_ids=ids
+                engine,
+                inbox,
+                consumer=spec.name,
+                handlers=spec.handlers(system.settings),
+                event_ids=ids,
+                verifier=verifier_of(system.settings, spec),
             )
 
     done, failed = execute(body)

@@ -20,6 +20,7 @@ from hsepay.config.sections import (
     ApiSettings,
     ConsumerSettings,
     DatabaseSettings,
+    EventSettings,
     GatewaySettings,
     KafkaSettings,
     ObservabilitySettings,
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "ConsumerSettings",
     "DatabaseSettings",
+    "EventSettings",
     "GatewaySettings",
     "KafkaSettings",
     "ObservabilitySettings",
@@ -50,6 +52,7 @@ class Settings:
     data_dir: Path = setting(lambda: Path(".hsepay"), "HSEPAY_DATA_DIR", path, "files of the embedded engines")
     db: DatabaseSettings = section(DatabaseSettings)
     kafka: KafkaSettings = section(KafkaSettings)
+    events: EventSettings = section(EventSettings)
     relay: RelaySettings = section(RelaySettings)
     consumer: ConsumerSettings = section(ConsumerSettings)
     saga: SagaSettings = section(SagaSettings)

@@ -144,6 +144,47 @@ class KafkaSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """Proof of origin of events (docs/SECURITY.md, "Event signatures")."""
+
+    orders_secrets: tuple[str, ...] = setting(
+        (),
+        "HSEPAY_ORDERS_EVENT_SECRET",
+        secrets_list,
+        "HMAC secret(s) of the orders service's events, comma-separated: its relay signs with the first, "
+        "the payments consumer accepts any (rotation); each ≥ 32 bytes; unset: generated under "
+        "HSEPAY_DATA_DIR on the embedded broker, required on any other",
+        secret=True,
+    )
+    payments_secrets: tuple[str, ...] = setting(
+        (),
+        "HSEPAY_PAYMENTS_EVENT_SECRET",
+        secrets_list,
+        "HMAC secret(s) of the payments service's events (as HSEPAY_ORDERS_EVENT_SECRET, for payment results)",
+        secret=True,
+    )
+    allow_unsigned: bool = setting(
+        False,
+        "HSEPAY_EVENTS_ALLOW_UNSIGNED",
+        boolean,
+        "accept events without a signature (a migration from unsigned producers only; a wrong signature is "
+        "still refused); a warning at every start",
+    )
+
+    @staticmethod
+    def variable_of(service: str) -> str:
+        return f"HSEPAY_{service.upper()}_EVENT_SECRET"
+
+    def secrets_of(self, service: str) -> tuple[str, ...]:
+        """The configured secrets of a producing service (empty: none configured)."""
+        variable = self.variable_of(service)
+        for f in fields(self):
+            if f.metadata["setting"].env == variable:
+                return getattr(self, f.name)
+        raise KeyError(variable)
+
+
+@dataclass(frozen=True)
 class RelaySettings:
     batch_size: int = setting(1000, "HSEPAY_RELAY_BATCH", integer(1, 100_000), "outbox rows published per round")
     poll_interval: float = setting(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, text, tuple_, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsepay.events import PaymentFailed
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "NewOrder",
     "Settled",
+    "Settlement",
     "apply_payment_results",
     "create_order",
     "create_orders",
@@ -150,12 +151,19 @@ async def list_orders(
     return page, None
 
 
+# One statement: each result row with its order's user and amount as they were (NULL: no such
+# order), and the orders it settles. Only a `created` order whose user and amount are the result's
+# changes, so a late, duplicate or mismatched result is a no-op here whatever Python decides.
 _SETTLE = text(
-    "UPDATE orders AS o SET status = r.status, reason = r.reason, updated_at = now() "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[])) "
-    "AS r(id, status, reason) "
-    "WHERE o.id = r.id AND o.status = 'created' "
-    "RETURNING o.id, o.status, o.created_at, o.updated_at"
+    "WITH r AS (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:users AS uuid[]), CAST(:amounts AS bigint[]), "
+    "CAST(:statuses AS text[]), CAST(:reasons AS text[])) "
+    "WITH ORDINALITY AS r(id, user_id, amount, status, reason, n)), "
+    "settled AS (UPDATE orders AS o SET status = r.status, reason = r.reason, updated_at = now() FROM r "
+    "WHERE o.id = r.id AND o.user_id = r.user_id AND o.amount = r.amount AND o.status = 'created' "
+    "RETURNING o.id, o.status, o.created_at, o.updated_at) "
+    "SELECT r.n, o.user_id AS order_user, o.amount AS order_amount, "
+    "s.id AS settled_id, s.status, s.created_at, s.updated_at "
+    "FROM r LEFT JOIN orders AS o ON o.id = r.id LEFT JOIN settled AS s ON s.id = r.id ORDER BY r.n"
 )
 
 
@@ -173,25 +181,49 @@ class Settled:
         return (self.settled_at - self.created_at).total_seconds()
 
 
-async def apply_payment_results(conn: AsyncConnection, results: Sequence[PaymentResult]) -> list[Settled]:
-    """Settle orders from payment results. Only `created` orders change, so a late or duplicate
-    result is a no-op; returns the orders that were settled."""
-    settled: dict[uuid.UUID, tuple[str, str | None]] = {}
-    for result in results:
-        if result.order_id not in settled:  # first answer wins; payments never answers two ways
-            failed = isinstance(result, PaymentFailed)
-            settled[result.order_id] = (FAILED, result.reason) if failed else (SUCCESS, None)
-    if not settled:
-        return []
-    outcome = await conn.execute(
-        _SETTLE.bindparams(bindparam("ids"), bindparam("statuses"), bindparam("reasons")),
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    settled: list[Settled]
+    """Orders that reached their final status now."""
+    mismatched: dict[int, str]
+    """Position in the results -> why that result does not belong to its order (never applied)."""
+
+
+async def apply_payment_results(conn: AsyncConnection, results: Sequence[PaymentResult]) -> Settlement:
+    """Settle orders from payment results.
+
+    A result counts only if its order exists with the result's user and amount; the others are
+    returned as mismatched, with the reason. Only `created` orders change, so a late or duplicate
+    result is a no-op (payments never answers one order two ways).
+    """
+    if not results:
+        return Settlement([], {})
+    failed = [isinstance(result, PaymentFailed) for result in results]
+    rows = await conn.execute(
+        _SETTLE,
         {
-            "ids": list(settled),
-            "statuses": [status for status, _ in settled.values()],
-            "reasons": [reason for _, reason in settled.values()],
+            "ids": [result.order_id for result in results],
+            "users": [result.user_id for result in results],
+            "amounts": [result.amount for result in results],
+            "statuses": [FAILED if f else SUCCESS for f in failed],
+            "reasons": [result.reason if isinstance(result, PaymentFailed) else None for result in results],
         },
     )
-    return [Settled(row.id, row.status, row.created_at, row.updated_at) for row in outcome]
+    settled: dict[uuid.UUID, Settled] = {}
+    mismatched: dict[int, str] = {}
+    for row in rows:
+        position = row.n - 1
+        result = results[position]
+        if row.order_user is None:
+            mismatched[position] = f"payment result for order {result.order_id}, which does not exist"
+        elif row.order_user != result.user_id or row.order_amount != result.amount:
+            mismatched[position] = (
+                f"payment result does not match order {result.order_id}: user {result.user_id} and amount "
+                f"{result.amount}, the order's are {row.order_user} and {row.order_amount}"
+            )
+        elif row.settled_id is not None:
+            settled[row.settled_id] = Settled(row.settled_id, row.status, row.created_at, row.updated_at)
+    return Settlement(list(settled.values()), mismatched)
 
 
 async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topic: str, limit: int = 1000) -> int:

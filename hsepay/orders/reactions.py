@@ -1,4 +1,5 @@
-"""Orders' reaction to payment results: settle the order once; late or duplicate results change nothing."""
+"""Orders' reaction to payment results: settle the order once; late or duplicate results change nothing,
+and a result that does not match its order (user, amount) is refused."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hsepay.events import PaymentFailed, PaymentSucceeded
 from hsepay.orders import operations
 from hsepay.orders.model import PaymentResult
 from hsepay.orders.operations import Settled
-from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap
+from hsepay.relay.inbound import Consumed, EventHandler, HandlerMap, Refused
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,9 @@ SettledObserver = Callable[[AsyncConnection, Sequence[Settled]], None]
 
 
 def make_handlers(on_settled: SettledObserver | None = None) -> HandlerMap:
-    async def settle(conn: AsyncConnection, events: Sequence[Consumed[PaymentResult]]) -> None:
-        settled = await operations.apply_payment_results(conn, [e.data for e in events])
+    async def settle(conn: AsyncConnection, events: Sequence[Consumed[PaymentResult]]) -> list[Refused]:
+        settlement = await operations.apply_payment_results(conn, [e.data for e in events])
+        settled = settlement.settled
         if on_settled is not None and settled:
             on_settled(conn, settled)
         if log.isEnabledFor(logging.DEBUG):
@@ -31,6 +33,7 @@ def make_handlers(on_settled: SettledObserver | None = None) -> HandlerMap:
                 extra = {"order_id": str(order.order_id), "event_id": str(event.event_id)}
                 extra["correlation_id"] = event.headers.get("correlation_id", extra["order_id"])
                 log.debug("order %s settled: %s after %.3fs", order.order_id, order.status, order.seconds, extra=extra)
+        return [Refused(events[position].event_id, reason) for position, reason in settlement.mismatched.items()]
 
     # One `apply` for both: a batch that mixes the two settles in one statement (relay.inbox groups by it).
     return {

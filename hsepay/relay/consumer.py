@@ -20,7 +20,16 @@ from hsepay.periodic import Periodic, in_transaction
 from hsepay.relay import hooks, inbox
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer, partitions_of
 from hsepay.relay.commits import OffsetCommitter
-from hsepay.relay.inbound import HandlerMap, Message, Poison, Ready, decode, first_of_each_event, message_from_record
+from hsepay.relay.inbound import (
+    HandlerMap,
+    Message,
+    Poison,
+    Ready,
+    Verify,
+    decode,
+    first_of_each_event,
+    message_from_record,
+)
 from hsepay.resilience import Backoff, describe, is_unavailable, supervise
 
 __all__ = ["ConsumerStats", "InboxConsumer"]
@@ -88,6 +97,7 @@ class InboxConsumer:
         max_backoff: float = 10.0,
         consumer_factory: Callable[..., object] = make_consumer,
         static_assignment: bool = False,
+        verify: Verify | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -103,6 +113,8 @@ class InboxConsumer:
         """Read every partition without joining the group: for a process that is the group's only
         member (`hsepay up` on the embedded broker, where a group join takes 3-5 s). Offsets are
         still committed to the group. Never with other consumers of the same group running."""
+        self.verify = verify
+        """Each message's proof-of-origin check (hsepay.relay.signing), before anything is decoded."""
         self.stats = ConsumerStats()
         self._lag_at = 0.0
 
@@ -172,7 +184,7 @@ class InboxConsumer:
     async def apply(self, messages: Sequence[Message], stop: asyncio.Event | None = None) -> bool:
         """Apply a batch exactly once; True when done, False if `stop` interrupted a retry."""
         stop = stop or asyncio.Event()
-        items = first_of_each_event([decode(m, self.handlers) for m in messages])
+        items = first_of_each_event([decode(m, self.handlers, self.verify) for m in messages])
         backoff = Backoff(self.max_backoff)
         while True:
             try:
@@ -221,10 +233,12 @@ class InboxConsumer:
         with hooks.around_batch(self.name, items):
             async with self.engine.begin() as conn:
                 applied = await inbox.apply_in(conn, self.inbox, self.name, items, attempts=attempts)
+        refusals = {refusal.event_id: refusal.reason for refusal in applied.refused}
         for item in items:
-            if isinstance(item, Poison):
+            reason = item.error if isinstance(item, Poison) else refusals.get(item.event_id)
+            if reason is not None:
                 fields = saga_fields(item.message.headers)
-                log.warning("%s consumer: quarantined %s: %s", self.name, item.event_type, item.error, extra=fields)
+                log.warning("%s consumer: quarantined %s: %s", self.name, item.event_type, reason, extra=fields)
             elif log.isEnabledFor(logging.DEBUG):
                 fields = saga_fields(item.message.headers)
                 log.debug("%s consumer: applied %s", self.name, item.event_type, extra=fields)

@@ -24,6 +24,8 @@ __all__ = [
     "Message",
     "Poison",
     "Ready",
+    "Refused",
+    "Verify",
     "decode",
     "first_of_each_event",
     "message_from_record",
@@ -49,14 +51,24 @@ class Consumed(Generic[T]):
     headers: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An event its handler would not apply, because it contradicts the service's own facts (a
+    payment result for another user or amount than its order): quarantined with `reason`."""
+
+    event_id: uuid.UUID
+    reason: str
+
+
 @dataclass(frozen=True)
 class EventHandler(Generic[T]):
     """`schema` validates an event's `data`, strictly (no coercion: "5" is not an amount); `apply`
-    handles a batch of them in the inbox transaction. The handler reads the version `schema.VERSION`
-    of its event type (1 when the schema does not say); an event of any other version is poison."""
+    handles a batch of them in the inbox transaction and returns the events it refused (None or
+    empty: it applied them all). The handler reads the version `schema.VERSION` of its event type
+    (1 when the schema does not say); an event of any other version is poison."""
 
     schema: type[T]
-    apply: Callable[[AsyncConnection, Sequence[Consumed[T]]], Awaitable[None]]
+    apply: Callable[[AsyncConnection, Sequence[Consumed[T]]], Awaitable[Sequence[Refused] | None]]
 
     @property
     def version(self) -> int:
@@ -64,6 +76,9 @@ class EventHandler(Generic[T]):
 
 
 HandlerMap = Mapping[str, EventHandler[Any]]
+
+Verify = Callable[["Message"], "str | None"]
+"""A message's proof-of-origin check: None when authentic, else why it is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +133,17 @@ def message_from_record(record: Any) -> Message:
     return Message(record.topic, record.partition, record.offset, key, record.value, headers)
 
 
-def decode(message: Message, handlers: HandlerMap) -> Ready | Poison:
-    """Validate a message against the envelope and its handler's schema, or say why it is poison."""
+def decode(message: Message, handlers: HandlerMap, verify: Verify | None = None) -> Ready | Poison:
+    """Validate a message against the envelope and its handler's schema, or say why it is poison.
+
+    `verify` (hsepay.relay.signing) checks its proof of origin first: a refused message is poison
+    under an id derived from its bytes, never the id it claims (a forgery must not pre-empt the
+    real event of that id).
+    """
+    if verify is not None:
+        refused = verify(message)
+        if refused is not None:
+            return Poison(message, _fallback_event_id(message), message.headers.get("event_type"), refused)
     try:
         envelope = decode_envelope(message.value)
     except MalformedMessage as exc:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, text
+from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hsepay.relay.inbound import Message, Poison, Ready, storable_text
+from hsepay.relay.inbound import Message, Poison, Ready, Refused, storable_text
 from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
 
 __all__ = ["Applied", "apply_in", "purge_processed"]
@@ -40,6 +40,8 @@ class Applied:
     processed: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    refused: tuple[Refused, ...] = ()
+    """Events their handler refused (counted in `quarantined`)."""
 
 
 def _row(consumer: str, message: Message, event_id: Any, event_type: str | None) -> dict[str, Any]:
@@ -96,10 +98,44 @@ async def apply_in(
         fresh = [r for r in ready if r.event_id in new_ids]
     # Consecutive events of one handler go to it together, in arrival order (two event types with
     # one `apply`, payment.succeeded and payment.failed, count as one handler).
+    refused: list[Refused] = []
     for _, group in itertools.groupby(fresh, key=lambda r: r.handler.apply):
         run = list(group)
-        await run[0].handler.apply(conn, [r.event for r in run])
-    return Applied(processed=len(fresh), duplicates=len(ready) - len(fresh), quarantined=quarantined)
+        refused.extend(await run[0].handler.apply(conn, [r.event for r in run]) or ())
+    if refused:
+        await _quarantine_refused(conn, inbox, consumer, {r.event_id: r for r in fresh}, refused, attempts)
+    return Applied(
+        processed=len(fresh) - len(refused),
+        duplicates=len(ready) - len(fresh),
+        quarantined=quarantined + len(refused),
+        refused=tuple(refused),
+    )
+
+
+async def _quarantine_refused(
+    conn: AsyncConnection,
+    inbox: Table,
+    consumer: str,
+    fresh: dict[Any, Ready],
+    refused: Sequence[Refused],
+    attempts: int,
+) -> None:
+    """Turn the rows just recorded as processed into quarantined ones, with the handler's reason."""
+    for refusal in refused:
+        message = fresh[refusal.event_id].message
+        await conn.execute(
+            update(inbox)
+            .where(inbox.c.consumer == consumer, inbox.c.event_id == refusal.event_id)
+            .values(
+                status=INBOX_QUARANTINED,
+                attempts=attempts,
+                error=storable_text(refusal.reason[:MAX_ERROR_CHARS]),
+                value=message.value,
+                headers=message.headers,
+                key=message.key,
+                processed_at=None,
+            )
+        )
 
 
 async def purge_processed(conn: AsyncConnection, inbox: Table, consumer: str, *, older_than: float, limit: int) -> int:

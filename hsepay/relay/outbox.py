@@ -16,6 +16,7 @@ from hsepay.periodic import Periodic
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_producer
 from hsepay.relay.leadership import Leadership
 from hsepay.relay.publisher import Producer, Publisher, PublishFailed, Record
+from hsepay.relay.signing import SIGNATURE_HEADER, EventSigner
 from hsepay.relay.store import OutboxStore, PostgresOutbox
 from hsepay.resilience import Backoff, describe, supervise
 
@@ -66,6 +67,7 @@ class OutboxRelay:
         max_backoff: float = 10.0,
         producer_factory: Callable[[], Producer] | None = None,
         store: OutboxStore | None = None,
+        signer: EventSigner | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -77,6 +79,8 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.producer_factory = producer_factory or (lambda: make_producer(broker))
         self.store: OutboxStore = store or PostgresOutbox(engine, outbox)
+        self.signer = signer
+        """Signs each record as it is published (None: unsigned, HSEPAY_EVENTS_ALLOW_UNSIGNED only)."""
         self.stats = RelayStats()
 
     async def relay_forever(self, stop: asyncio.Event) -> None:
@@ -157,10 +161,7 @@ class OutboxRelay:
             rows = await lead.confirming(store.pending(self.settings.batch_size))
         if not rows:
             return 0
-        records = [
-            Record(topic, key.encode(), value, [(k, v.encode()) for k, v in headers.items()])
-            for _, topic, key, value, headers in rows
-        ]
+        records = [self._record_of(topic, key, value, headers) for _, topic, key, value, headers in rows]
         failure: PublishFailed | None = None
         try:
             async with lead.heartbeat() if lead is not None else contextlib.nullcontext():
@@ -174,6 +175,13 @@ class OutboxRelay:
         if failure is not None:
             raise failure
         return len(rows)
+
+    def _record_of(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> Record:
+        raw_key = key.encode()
+        pairs = [(k, v.encode()) for k, v in headers.items() if k != SIGNATURE_HEADER]
+        if self.signer is not None:  # signed at each publish: the time is when it went out
+            pairs.append((SIGNATURE_HEADER, self.signer.sign(topic, raw_key, value, headers).encode()))
+        return Record(topic, raw_key, value, pairs)
 
     async def _recreate_lost_topics(self) -> None:
         """Create missing topics (best effort): at the start, and after a failure, since a restarted

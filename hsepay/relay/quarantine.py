@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -11,9 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hsepay.relay.inbound import HandlerMap, Message, Poison, Ready, decode, storable_text
 from hsepay.relay.inbox import MAX_ERROR_CHARS
+from hsepay.relay.signing import EventVerifier
 from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
 
 __all__ = ["inbox_status", "retry_quarantined"]
+
+
+class _StillRefused(Exception):
+    """A retried event its handler refuses again (raised to roll its savepoint back)."""
 
 
 async def inbox_status(conn: AsyncConnection, inbox: Table, consumer: str, *, show: int = 20) -> dict[str, Any]:
@@ -56,6 +62,7 @@ async def retry_quarantined(
     consumer: str,
     handlers: HandlerMap,
     event_ids: Sequence[uuid.UUID] | None = None,
+    verifier: EventVerifier | None = None,
 ) -> tuple[int, int]:
     """Apply quarantined messages again; returns (now processed, still quarantined).
 
@@ -75,13 +82,20 @@ async def retry_quarantined(
         rows = (await conn.execute(query)).all()
         for row in rows:
             message = Message(row.topic, row.partition, row.offset, row.key, row.value, row.headers or {})
-            item = decode(message, handlers)
+            # The signature is judged as of the message's arrival: a retry after a fix of the secrets
+            # is not refused as a replay for the time it spent in quarantine.
+            verify = None if verifier is None else functools.partial(verifier.verify, now=row.received_at.timestamp())
+            item = decode(message, handlers, verify)
             where = (inbox.c.consumer == consumer) & (inbox.c.event_id == row.event_id)
             error = item.error if isinstance(item, Poison) else None
             if isinstance(item, Ready):
                 try:
                     async with conn.begin_nested():
-                        await item.handler.apply(conn, [item.event])
+                        refused = await item.handler.apply(conn, [item.event])
+                        if refused:  # still contradicts the service's facts: undo, keep it quarantined
+                            raise _StillRefused(refused[0].reason)
+                except _StillRefused as exc:
+                    error = str(exc)
                 except Exception as exc:  # still failing: keep it quarantined with the new error
                     error = repr(exc)
             if error is None:

@@ -251,8 +251,8 @@ async def test_list_orders_filters_by_user_and_status(orders_client, orders_engi
     bobs = [(await place(orders_client, bob, amount=n)).json()["id"] for n in (4, 5)]
     async with orders_engine.begin() as conn:
         refused = PaymentFailed(order_id=uuid.UUID(alices[0]), user_id=alice, amount=1, reason="insufficient_funds")
-        settled = await operations.apply_payment_results(conn, [refused])
-    assert [s.order_id for s in settled] == [uuid.UUID(alices[0])]
+        settlement = await operations.apply_payment_results(conn, [refused])
+    assert [s.order_id for s in settlement.settled] == [uuid.UUID(alices[0])]
 
     async def listed(**params) -> list[str]:
         response = await orders_client.get("/orders", params=params)

@@ -28,7 +28,9 @@ from hsepay import embedded, migrate
 from hsepay.config import get_settings
 from hsepay.relay.broker import BrokerConfig, ensure_topics
 from hsepay.relay.leadership import libpq_conninfo
+from hsepay.relay.signing import EventSigner
 from tests.cli.helpers import invoke, ok, ok_json
+from tests.support import event_secrets_env
 
 T = TypeVar("T")
 SHUTDOWN_TIMEOUT = 15.0
@@ -70,6 +72,8 @@ def environment(monkeypatch, db_urls, broker, names, tmp_path):
     monkeypatch.setenv("HSEPAY_GROUP_PREFIX", names["group_prefix"])
     monkeypatch.setenv("HSEPAY_DATA_DIR", str(tmp_path / "data"))  # never start an embedded server here
     monkeypatch.setenv("COLUMNS", "200")
+    for variable, secret in event_secrets_env().items():
+        monkeypatch.setenv(variable, secret)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -113,13 +117,17 @@ def poll(check: Callable[[], T], *, timeout: float = 30.0, what: str = "conditio
 
 
 def produce(broker: str, topic: str, values: list[bytes], key: bytes = b"k") -> None:
+    """Publish `values` signed with the orders service's secret, as its relay would (whatever they hold)."""
+    signer = EventSigner("orders", os.environ["HSEPAY_ORDERS_EVENT_SECRET"].encode())
+
     async def body() -> None:
         await ensure_topics(BrokerConfig(broker, False, partitions=3), [topic])
         producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
         await producer.start()
         try:
             for value in values:
-                await producer.send_and_wait(topic, value=value, key=key)
+                signature = signer.sign(topic, key, value, {})
+                await producer.send_and_wait(topic, value=value, key=key, headers=[("signature", signature.encode())])
         finally:
             await producer.stop()
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from hsepay.ports import free_port  # noqa: F401  (the e2e and ops tests import it from here)
+from tests.support import event_secrets_env
 
 
 @pytest.fixture
@@ -32,6 +33,8 @@ def hsepay_env(db_urls, data_dir) -> dict[str, str]:
         "HSEPAY_PAYMENT_STATUS_TOPIC": f"payment-status-{suffix}",
         "HSEPAY_GROUP_PREFIX": f"e2e-{suffix}",
         "HSEPAY_KAFKA_PARTITIONS": "3",
+        # A shared broker (HSEPAY_KAFKA) needs them; on the embedded one they replace the generated ones.
+        **event_secrets_env(),
     }
 
 

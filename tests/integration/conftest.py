@@ -14,7 +14,7 @@ from sqlalchemy import select
 from hsepay.config import Settings
 from hsepay.orders.tables import orders
 from hsepay.system import BrokerEndpoint
-from tests.support import Saga
+from tests.support import Saga, event_secrets_env
 
 
 def saga_env(broker: str, data_dir, **overrides: str) -> dict[str, str]:
@@ -35,6 +35,7 @@ def saga_env(broker: str, data_dir, **overrides: str) -> dict[str, str]:
         "HSEPAY_CONSUMER_MAX_ATTEMPTS": "3",
         "HSEPAY_REDRIVE_AFTER": "3600",
         "HSEPAY_REDRIVE_INTERVAL": "0.5",
+        **event_secrets_env(),
         **overrides,
     }
 

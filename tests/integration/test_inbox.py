@@ -11,6 +11,7 @@ import msgspec
 from sqlalchemy import delete, select
 
 from hsepay import registry
+from hsepay.bootstrap.event_secrets import verifier_of
 from hsepay.config import ConsumerSettings
 from hsepay.orders.tables import inbox as orders_inbox
 from hsepay.orders.tables import outbox as orders_outbox
@@ -41,6 +42,7 @@ from tests.support import (
     place_order,
     poll_until,
     publish,
+    relay_signer,
     wait_caught_up,
 )
 
@@ -71,8 +73,9 @@ async def test_same_event_delivered_twice_through_kafka_debits_once(saga, paymen
         start_workers(saga.system("orders", relays=False)),
         kafka_producer(saga.settings.kafka.bootstrap_servers) as producer,
     ):
-        first = await publish(producer, row)
-        second = await publish(producer, row)
+        signer = relay_signer(saga, "orders")
+        first = await publish(producer, row, signer=signer)
+        second = await publish(producer, row, signer=signer)
         assert (first.partition, first.offset + 1) == (second.partition, second.offset)
         final = await wait_final(orders_engine, [order_id])
         await wait_caught_up(saga, "payments", topic)
@@ -96,7 +99,7 @@ async def test_same_batch_applied_twice_has_one_effect(saga, payments_engine, or
     refused = await place_order(orders_engine, poor, 80, topic)
     async with orders_engine.connect() as conn:
         rows = (await conn.execute(select(orders_outbox).order_by(orders_outbox.c.id))).all()
-    messages = outbox_messages(rows)
+    messages = outbox_messages(rows, signer=relay_signer(saga, "orders"))
     payments = saga.system("payments", relays=False)["payments"].consumer
 
     assert await payments.apply(messages + messages[:1])  # a duplicate inside the batch, too
@@ -118,8 +121,9 @@ async def test_same_batch_applied_twice_has_one_effect(saga, payments_engine, or
 
     # Close the loop by hand: the orders consumer applies the answers, twice.
     orders = saga.system("orders", relays=False)["orders"].consumer
-    assert await orders.apply(outbox_messages(answers))
-    assert await orders.apply(outbox_messages(answers))
+    answered = outbox_messages(answers, signer=relay_signer(saga, "payments"))
+    assert await orders.apply(answered)
+    assert await orders.apply(answered)
     assert (await orders_snapshot(orders_engine))[paid][:2] == ("success", None)
     assert (await orders_snapshot(orders_engine))[refused][:2] == ("failed", "insufficient_funds")
     assert len(await _inbox_rows(orders_engine, orders_inbox, "orders")) == 2
@@ -220,20 +224,26 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(s
     ids: list[uuid.UUID] = []
     poison: dict[str, object] = {}  # name -> RecordMetadata
     partitions = set()
+    # Signed by the orders service: what is tested here is what it signed, not who sent it.
+    signer = relay_signer(saga, "orders")
     async with kafka_producer(kafka.bootstrap_servers) as producer:
 
         async def valid(amount: int) -> None:
             order_id = await place_order(orders_engine, user, amount, topic)
             ids.append(order_id)
-            partitions.add((await publish(producer, await order_created_row(orders_engine, order_id))).partition)
+            row = await order_created_row(orders_engine, order_id)
+            partitions.add((await publish(producer, row, signer=signer)).partition)
 
         await valid(100)
-        poison["garbage"] = await producer.send_and_wait(topic, value=garbage, key=key.encode())
+        signature = signer.sign(topic, key.encode(), garbage, {})
+        poison["garbage"] = await producer.send_and_wait(
+            topic, value=garbage, key=key.encode(), headers=[("signature", signature.encode())]
+        )
         await valid(100)
-        poison["negative"] = await publish(producer, negative)
-        poison["not_uuid"] = await publish(producer, not_uuid)
+        poison["negative"] = await publish(producer, negative, signer=signer)
+        poison["not_uuid"] = await publish(producer, not_uuid, signer=signer)
         await valid(100)
-        poison["unknown"] = await publish(producer, unknown)
+        poison["unknown"] = await publish(producer, unknown, signer=signer)
         await valid(100)
         partitions |= {meta.partition for meta in poison.values()}
         assert len(partitions) == 1  # one key, one partition: poison sits between valid orders
@@ -265,8 +275,14 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(s
     assert seen[(poison["negative"].partition, poison["negative"].offset)]["event_id"] == str(negative.event_id)
 
     # Retrying cannot cure malformed messages: they stay quarantined, and say they were retried.
-    handlers = registry.get("payments").handlers(saga.settings)
-    assert await retry_quarantined(payments_engine, payments_inbox, consumer="payments", handlers=handlers) == (0, 4)
+    spec = registry.get("payments")
+    assert await retry_quarantined(
+        payments_engine,
+        payments_inbox,
+        consumer="payments",
+        handlers=spec.handlers(saga.settings),
+        verifier=verifier_of(saga.settings, spec),
+    ) == (0, 4)
     async with payments_engine.connect() as conn:
         status = await inbox_status(conn, payments_inbox, "payments")
     assert status["quarantined"] == 4

@@ -18,6 +18,7 @@ import yaml
 from hsepay.observability import catalog
 from tests.e2e.conftest import free_port, running
 from tests.ops.conftest import binary
+from tests.support import event_secrets_env
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -36,7 +37,7 @@ def _hsepay_services() -> dict[str, dict]:
 
 def test_compose_file_validates_with_docker_compose():
     docker_compose = binary("docker-compose", "docker-compose", "HSEPAY_TEST_REQUIRE_COMPOSE")
-    env = {**os.environ, "HSEPAY_AUTH_SECRET": COMPOSE_SECRET}
+    env = {**os.environ, "HSEPAY_AUTH_SECRET": COMPOSE_SECRET, **event_secrets_env()}
     result = subprocess.run(
         [docker_compose, "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
@@ -56,6 +57,16 @@ def test_compose_file_validates_with_docker_compose():
         env=without,
     )
     assert refused.returncode != 0 and "HSEPAY_AUTH_SECRET" in refused.stderr  # no deployment without auth
+    for variable in event_secrets_env():  # nor with unsigned events
+        unsigned = subprocess.run(
+            [docker_compose, "-f", str(COMPOSE), "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={k: v for k, v in env.items() if k != variable},
+        )
+        assert unsigned.returncode != 0 and variable in unsigned.stderr
 
 
 def test_compose_services_have_health_checks_and_workers_scale():

@@ -17,7 +17,7 @@ from hsepay.orders import operations as orders_ops
 from hsepay.relay.envelope import new_message
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
-from tests.support import kafka_producer, open_account, place_order, poll_until, publish
+from tests.support import kafka_producer, open_account, place_order, poll_until, publish, relay_signer
 
 SAGA_LOGGERS = ("hsepay.orders", "hsepay.payments", "hsepay.relay.consumer")
 
@@ -114,7 +114,7 @@ async def test_every_saga_line_carries_order_event_and_correlation_ids(
     )
     async with start_workers(saga.system("payments", "orders")) as workers:
         async with kafka_producer(kafka.bootstrap_servers) as producer:
-            await publish(producer, poison)
+            await publish(producer, poison, signer=relay_signer(saga, "orders"))
         await wait_final(orders_engine, [paid, refused], timeout=60)
         await poll_until(
             lambda: _true(workers.consumers["payments"].stats.quarantined >= 1), timeout=60, what="the quarantine"
