@@ -11,6 +11,9 @@
 //   create-topic BOOTSTRAP NAME PARTITIONS RF [KEY=VALUE...]
 //   end-offsets  BOOTSTRAP TOPIC...         "TOPIC PARTITION OFFSET" lines (latest offsets)
 //   elect-preferred BOOTSTRAP               move leadership back to the preferred replicas (after restarts)
+//   add-acls     BOOTSTRAP SPEC...          allow ACLs, each SPEC PRINCIPAL,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME
+//                                           (e.g. User:hsepay-orders,WRITE,TOPIC,LITERAL,orders), from any host;
+//                                           then "ACL ..." lines of every binding the cluster holds
 //
 // Exit 0 on success, 1 on failure or time-out (one line on stderr), 2 on bad usage. The wait-* commands
 // print what is still missing to stderr while they wait, whenever it changes and at least every 5 s.
@@ -40,7 +43,15 @@ import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.acl.AccessControlEntry;
+import org.apache.kafka.common.acl.AclBinding;
+import org.apache.kafka.common.acl.AclBindingFilter;
+import org.apache.kafka.common.acl.AclOperation;
+import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.errors.ElectionNotNeededException;
+import org.apache.kafka.common.resource.PatternType;
+import org.apache.kafka.common.resource.ResourcePattern;
+import org.apache.kafka.common.resource.ResourceType;
 
 public class KraftAdmin {
     /** Bounds every single Admin call. One-shot commands are generous, as other jobs may load the box (a
@@ -69,6 +80,7 @@ public class KraftAdmin {
                 case "create-topic" -> { need(args, 5, Integer.MAX_VALUE); createTopic(admin, args); }
                 case "end-offsets" -> { need(args, 3, Integer.MAX_VALUE); endOffsets(admin, List.of(args).subList(2, args.length)); }
                 case "elect-preferred" -> { need(args, 2, 2); electPreferred(admin); }
+                case "add-acls" -> { need(args, 3, Integer.MAX_VALUE); addAcls(admin, List.of(args).subList(2, args.length)); }
                 default -> usage();
             }
         } catch (Failure e) {
@@ -83,7 +95,8 @@ public class KraftAdmin {
     static void usage() {
         System.err.println("usage: KraftAdmin {wait-brokers|wait-healthy} BOOTSTRAP N TIMEOUT_S | wait-fenced BOOTSTRAP NODE TIMEOUT_S"
             + " | leader BOOTSTRAP TOPIC [PARTITION|all] | create-topic BOOTSTRAP NAME PARTITIONS RF [KEY=VALUE...]"
-            + " | end-offsets BOOTSTRAP TOPIC... | elect-preferred BOOTSTRAP");
+            + " | end-offsets BOOTSTRAP TOPIC... | elect-preferred BOOTSTRAP"
+            + " | add-acls BOOTSTRAP PRINCIPAL,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME...");
         System.exit(2);
     }
 
@@ -302,6 +315,27 @@ public class KraftAdmin {
         }
         System.err.println("created topic " + args[2] + ": " + args[3] + " partitions, replication factor " + args[4]
             + (configs.isEmpty() ? "" : ", " + new TreeMap<>(configs)));
+    }
+
+    static void addAcls(Admin admin, List<String> specs) throws Exception {
+        List<AclBinding> bindings = new ArrayList<>();
+        for (String spec : specs) {
+            String[] f = spec.split(",", -1);
+            if (f.length != 5 || !f[0].contains(":")) throw new Failure("bad ACL spec '" + spec + "' (PRINCIPAL,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME)");
+            AclOperation operation = AclOperation.fromString(f[1]);
+            ResourceType type = ResourceType.fromString(f[2]);
+            PatternType pattern = PatternType.fromString(f[3]);
+            if (operation.isUnknown() || type.isUnknown() || pattern.isUnknown() || f[4].isEmpty()) {
+                throw new Failure("bad ACL spec '" + spec + "': unknown operation, resource type or pattern type");
+            }
+            bindings.add(new AclBinding(new ResourcePattern(type, f[4], pattern),
+                new AccessControlEntry(f[0], "*", operation, AclPermissionType.ALLOW)));
+        }
+        get("createAcls", admin.createAcls(bindings).all());
+        for (AclBinding b : get("describeAcls", admin.describeAcls(AclBindingFilter.ANY).values())) {
+            System.out.println("ACL " + b.entry().principal() + " " + b.entry().permissionType() + " " + b.entry().operation()
+                + " " + b.pattern().resourceType() + " " + b.pattern().patternType() + " " + b.pattern().name());
+        }
     }
 
     static void endOffsets(Admin admin, List<String> topics) throws Exception {

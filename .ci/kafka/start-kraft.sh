@@ -20,6 +20,11 @@
 # client listener 127.0.0.1:BASE_PORT+200+i-1 with SCRAM-SHA-256 and SCRAM-SHA-512, whose users (both
 # mechanisms each) are written into the metadata when the storage is formatted; its bootstrap servers
 # go to WORKDIR/bootstrap-sasl. Brokers and controllers keep talking PLAINTEXT among themselves.
+# KAFKA_ACLS="SPEC SPEC..." (default: none; needs KAFKA_SCRAM_USERS) turns on the StandardAuthorizer:
+# every SCRAM user may do only what an ACL allows it, each SPEC PRINCIPAL,OPERATION,RESOURCE_TYPE,
+# PATTERN_TYPE,NAME (KraftAdmin add-acls), created once the cluster is up. The PLAINTEXT listeners (the
+# other clients, the brokers and controllers among themselves) stay unrestricted: their principal,
+# User:ANONYMOUS, is a super user, as are the users in KAFKA_SUPER_USERS (NAME,NAME...).
 set -euo pipefail
 
 if [[ $# -ne 3 ]]; then
@@ -39,6 +44,8 @@ HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 SCRAM_USERS="${KAFKA_SCRAM_USERS:-}"
+ACLS="${KAFKA_ACLS:-}"
+SUPER_USERS="${KAFKA_SUPER_USERS:-}"
 
 log() { echo "start-kraft: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -60,6 +67,15 @@ if [[ -n "$SCRAM_USERS" ]]; then
         for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
             scram_args+=(--add-scram "$mech=[name=${BASH_REMATCH[1]},password=${BASH_REMATCH[2]}]")
         done
+    done
+fi
+[[ -z "$ACLS" || -n "$SCRAM_USERS" ]] || die "KAFKA_ACLS needs KAFKA_SCRAM_USERS (ACLs restrict the SCRAM listener)"
+super_users="User:ANONYMOUS"
+if [[ -n "$SUPER_USERS" ]]; then
+    IFS=',' read -r -a super_entries <<<"$SUPER_USERS"
+    for name in "${super_entries[@]}"; do
+        [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || die "KAFKA_SUPER_USERS wants NAME,NAME...; bad name '$name'"
+        super_users+=";User:$name"
     done
 fi
 compgen -G "$LIBDIR/kafka_2.13-*.jar" >/dev/null \
@@ -201,6 +217,17 @@ listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.com
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 EOF
     fi
+    if [[ -n "$ACLS" ]]; then
+        cat >>"$node/server.properties" <<EOF
+
+# KAFKA_ACLS: the KRaft authorizer. A SCRAM user may do what an ACL allows it and nothing else; the
+# PLAINTEXT listeners (brokers, controllers, the other test clients) authenticate nobody, so their
+# principal is a super user.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=$super_users
+EOF
+    fi
 done
 
 # Format every node's storage with the same cluster id and initial voters.
@@ -247,6 +274,12 @@ remaining=$((deadline - SECONDS))
 ((remaining > 0)) || remaining=1
 kraft_admin "$WORKDIR" wait-brokers "$bootstrap" "$NODES" "$remaining" >&2 \
     || fail_with_logs "metadata did not show $NODES broker(s) within ${TIMEOUT}s"
+if [[ -n "$ACLS" ]]; then
+    # shellcheck disable=SC2086  # one argument per SPEC
+    kraft_admin "$WORKDIR" add-acls "$bootstrap" $ACLS >"$WORKDIR/acls" \
+        || fail_with_logs "creating the ACLs failed"
+    log "authorizer on: $(grep -c '^ACL ' "$WORKDIR/acls") ACLs for the SCRAM users (listed in $WORKDIR/acls)"
+fi
 echo "$bootstrap" >"$WORKDIR/bootstrap"
 if [[ -n "$bootstrap_sasl" ]]; then
     echo "$bootstrap_sasl" >"$WORKDIR/bootstrap-sasl"
