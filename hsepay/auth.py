@@ -10,11 +10,15 @@ Nothing here knows HTTP; the API's guard turns `InvalidToken` into a 401 and the
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import jwt
 
@@ -37,6 +41,8 @@ ISSUER = "hsepay"
 AUDIENCE = "hsepay-api"
 LEEWAY_SECONDS = 10
 """Clock skew tolerated between the issuer and the API on `exp`, `nbf` and `iat`."""
+DEFAULT_MAX_TTL = 30 * 24 * 3600
+"""The longest token lifetime a server accepts unless HSEPAY_AUTH_MAX_TTL says otherwise."""
 
 Role = Literal["user", "operator"]
 ROLES: tuple[Role, ...] = ("user", "operator")
@@ -104,15 +110,23 @@ class TokenIssuer:
 @dataclass(frozen=True)
 class TokenVerifier:
     secrets: Sequence[str]
+    max_ttl: float = DEFAULT_MAX_TTL
+    """Seconds a token may live (`exp` - `iat`); a longer-lived one is refused, whoever signed it."""
 
     def verify(self, token: str) -> Principal:
-        """The caller a token names, or InvalidToken saying why not."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            raise InvalidToken("the bearer token is not a JWT") from None
+        """The caller a token names, or InvalidToken saying why not.
+
+        Never anything else: whatever the token holds (odd header members, claims of the wrong type,
+        huge numbers), a refusal is an InvalidToken, so the API answers 401 and not 500.
+        """
+        header = _header_of(token)
         if header.get("alg") != ALGORITHM:
             raise InvalidToken(f"token algorithm {str(header.get('alg'))[:20]!r} is not accepted; only {ALGORITHM}")
+        if "crit" in header:  # RFC 7515 §4.1.11: extensions we do not understand must not be ignored
+            raise InvalidToken("the token's header names critical extensions ('crit'), which are not supported")
+        for name in ("typ", "cty", "kid"):
+            if name in header and not isinstance(header[name], str):
+                raise InvalidToken(f"the token's header parameter {name!r} must be a string")
         claims = None
         for secret in self.secrets:
             try:
@@ -138,14 +152,53 @@ class TokenVerifier:
                 raise InvalidToken(f"the token's issuer is not {ISSUER!r}") from None
             except jwt.MissingRequiredClaimError as exc:
                 raise InvalidToken(f"the token lacks the {exc.claim!r} claim") from None
-            except jwt.InvalidTokenError:
+            except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
                 raise InvalidToken("the token is malformed") from None
         if claims is None:
             raise InvalidToken("the token's signature does not verify")
+        self._check_lifetime(claims)
         subject = parse_uuid(claims["sub"]) if isinstance(claims["sub"], str) else None
         if subject is None:
             raise InvalidToken("the token's subject is not a user id")
         role = claims.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidToken(f"the token's role must be one of {', '.join(ROLES)}")
-        return Principal(subject=subject, role=role)
+        return Principal(subject=subject, role=role)  # type: ignore[arg-type]
+
+    def _check_lifetime(self, claims: dict) -> None:
+        issued, expires = claims.get("iat"), claims.get("exp")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (issued, expires)):
+            raise InvalidToken("the token is malformed")
+        if expires - issued > self.max_ttl:
+            raise InvalidToken(
+                f"the token lives longer (exp - iat) than this server accepts: at most {self.max_ttl:g} s"
+            )
+
+
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")  # empty signature: refused by alg
+MAX_TOKEN_CHARS = 8192
+
+
+def _header_of(token: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWS in its one canonical spelling: base64url without padding
+    (a trailing `=` or other unused bits would be a second spelling of the same signature)."""
+    if len(token) > MAX_TOKEN_CHARS or not _COMPACT.fullmatch(token):
+        raise InvalidToken("the bearer token is not a JWT")
+    segments = token.split(".")
+    try:
+        decoded = [base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)) for segment in segments]
+    except (binascii.Error, ValueError):
+        raise InvalidToken("the bearer token is not a JWT") from None
+    if any(_b64(raw) != segment for raw, segment in zip(decoded, segments, strict=True)):
+        raise InvalidToken("the bearer token is not in canonical base64url (no padding, no stray bits)")
+    try:
+        header = json.loads(decoded[0])
+    except (ValueError, RecursionError):
+        raise InvalidToken("the bearer token is not a JWT") from None
+    if not isinstance(header, dict):
+        raise InvalidToken("the bearer token is not a JWT")
+    return header
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

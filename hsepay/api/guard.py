@@ -127,7 +127,9 @@ class Guard:
     """Shared state of the guard for one app; `middleware` wraps each guarded route with it."""
 
     def __init__(self, security: SecuritySettings) -> None:
-        self.verifier = TokenVerifier(security.auth_secrets) if security.auth_enabled else None
+        self.verifier = (
+            TokenVerifier(security.auth_secrets, max_ttl=security.auth_max_ttl) if security.auth_enabled else None
+        )
         self.limiter = (
             RateLimiter(security.rate_limit, security.rate_burst or 2 * security.rate_limit)
             if security.rate_limit
@@ -157,12 +159,16 @@ class Guard:
         try:
             return self.verifier.verify(_bearer_token(authorization))
         except InvalidToken as exc:
-            if self.limiter is not None:  # failed attempts count against the address they come from
-                allowed, tokens = self.limiter.hit(self.address(scope))
-                if not allowed:
-                    raise self._too_many(tokens) from None
-            challenge = REALM if exc.missing else f'{REALM}, error="invalid_token"'
-            raise NotAuthorizedException(detail=str(exc), headers={"WWW-Authenticate": challenge}) from None
+            refusal = exc
+        except Exception as exc:  # a token no rule foresaw: still the caller's problem, never a 500
+            log.warning("bearer token refused by an unexpected %s", type(exc).__name__)
+            refusal = InvalidToken("the token is malformed")
+        if self.limiter is not None:  # failed attempts count against the address they come from
+            allowed, tokens = self.limiter.hit(self.address(scope))
+            if not allowed:
+                raise self._too_many(tokens)
+        challenge = REALM if refusal.missing else f'{REALM}, error="invalid_token"'
+        raise NotAuthorizedException(detail=str(refusal), headers={"WWW-Authenticate": challenge})
 
     def limit(self, scope: Scope, caller: Principal) -> list[tuple[bytes, bytes]]:
         if self.limiter is None:

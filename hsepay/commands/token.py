@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -36,6 +38,13 @@ INSECURE_BANNER = (
 def _secrets() -> tuple[str, ...]:
     try:
         return get_settings().security.auth_secrets
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
+def _max_ttl() -> float:
+    try:
+        return get_settings().security.auth_max_ttl
     except ConfigError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
 
@@ -87,7 +96,14 @@ def issue(
     Example: hsepay token issue 3fa85f64-5717-4562-b3fc-2c963f66afa6 --ttl 600
     """
     role = "operator" if operator else "user"
-    token, expires = issuer().issue(user_id, role, ttl)
+    signer = issuer()
+    if ttl > _max_ttl():
+        raise fail(
+            f"--ttl {ttl} is longer than the APIs accept (HSEPAY_AUTH_MAX_TTL={_max_ttl():g} s): such a token "
+            "would be refused",
+            EXIT_USAGE,
+        )
+    token, expires = signer.issue(user_id, role, ttl)
     if as_json:
         expires_at = datetime.fromtimestamp(expires, UTC).isoformat()
         print_json({"token": token, "sub": str(user_id), "role": role, "expires_at": expires_at})
@@ -95,15 +111,32 @@ def issue(
         print(token)
 
 
-def announce_auth(console: Console, secrets: tuple[str, ...]) -> None:
-    """What `hsepay up` says about auth: a loud banner when it is off, an operator token when it is on."""
+OPERATOR_TOKEN_FILE = "operator-token"
+
+
+def announce_auth(console: Console, secrets: tuple[str, ...], data_dir: Path) -> None:
+    """What `hsepay up` says about auth: a loud banner when it is off; when it is on, where the
+    session's operator token is. The token itself goes to a file only readable by this user, never
+    to the output, which ends up in logs whenever it is redirected (docs/decisions.md)."""
     if not secrets:
         console.print(Panel(INSECURE_BANNER, title="WARNING", style="bold red"), markup=False)
         return
     from hsepay.auth import TokenIssuer
 
     token, expires = TokenIssuer(secrets).issue(uuid.uuid4(), "operator", UP_OPERATOR_TTL)
+    path = write_private(Path(data_dir) / OPERATOR_TOKEN_FILE, token + "\n")
     expires_at = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
-    console.print(f"auth on: an operator token for this session (expires {expires_at}; keep it secret):", markup=False)
-    console.print(token, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"auth on: an operator token for this session (expires {expires_at}) is in {path}", markup=False)
+    console.print(f'use it with: curl -H "Authorization: Bearer $(cat {path})" …', markup=False, highlight=False)
     console.print("more tokens: hsepay token issue USER_ID [--operator]", markup=False)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to `path` readable by this user only (0600 from creation, replaced atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(draft, path)
+    return path

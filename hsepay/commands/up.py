@@ -159,7 +159,7 @@ def up(
     if metrics_port is not None:
         _check_port(host, metrics_port, "--metrics-port")
     configured = settings()
-    announce_auth(console, configured.security.auth_secrets)
+    announce_auth(console, configured.security.auth_secrets, configured.data_dir)
     # The gateway forwards to the APIs this command starts, wherever HSEPAY_GATEWAY_*_URL point.
     configured = configured.with_overrides(
         gateway=dataclasses.replace(

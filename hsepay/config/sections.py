@@ -311,6 +311,12 @@ class SecuritySettings:
         "(rotation); each ≥ 32 bytes; unset: auth off (development only)",
         secret=True,
     )
+    auth_max_ttl: float = setting(
+        30 * 24 * 3600.0,
+        "HSEPAY_AUTH_MAX_TTL",
+        seconds(60, 366 * 24 * 3600),
+        "longest token lifetime (exp - iat) the APIs accept and `hsepay token issue --ttl` issues",
+    )
     self_deposit: bool = setting(
         False, "HSEPAY_AUTH_SELF_DEPOSIT", boolean, "let a user token deposit into its own account (demos)"
     )

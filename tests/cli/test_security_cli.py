@@ -4,6 +4,7 @@ cannot style or escape from, and status commands that fail when they cannot see 
 from __future__ import annotations
 
 import json
+import stat
 import uuid
 
 import pytest
@@ -89,16 +90,28 @@ def test_serve_with_a_secret_and_insecure_flag_is_a_contradiction(monkeypatch):
     assert_one_line_error(invoke("serve", "orders", "--insecure-no-auth"), 2, "--insecure-no-auth")
 
 
-def test_up_banner_when_auth_is_off_and_operator_token_when_on():
+def test_up_banner_when_auth_is_off_and_operator_token_in_a_private_file_when_on(tmp_path):
     console = Console(record=True, width=120)
-    announce_auth(console, ())
+    announce_auth(console, (), tmp_path)
     assert "AUTHENTICATION IS OFF" in console.export_text()
+    assert not (tmp_path / "operator-token").exists()
 
     console = Console(record=True, width=4000)
-    announce_auth(console, (SECRET,))
-    lines = console.export_text().splitlines()
-    token = next(line for line in lines if line.startswith("eyJ"))
+    announce_auth(console, (SECRET,), tmp_path)
+    shown = console.export_text()
+    path = tmp_path / "operator-token"
+    token = path.read_text().strip()
     assert TokenVerifier([SECRET]).verify(token).role == "operator"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert str(path) in shown and token not in shown and "eyJ" not in shown  # never in a redirected log
+
+
+def test_token_issue_refuses_a_lifetime_the_apis_would_refuse(monkeypatch):
+    with_secret(monkeypatch, SECRET)
+    monkeypatch.setenv("HSEPAY_AUTH_MAX_TTL", "3600")
+    get_settings.cache_clear()
+    assert_one_line_error(invoke("token", "issue", str(uuid.uuid4()), "--ttl", "7200"), 2, "HSEPAY_AUTH_MAX_TTL")
+    assert ok("token", "issue", str(uuid.uuid4()), "--ttl", "3600").stdout.startswith("eyJ")
 
 
 # --- operator output: data never styles the terminal --------------------------------------------------
