@@ -163,9 +163,11 @@ def _orders_jobs(engine: AsyncEngine, settings: Settings) -> tuple[Periodic, ...
 
 
 def _gateway_app(engine: AsyncEngine | None, settings: Settings) -> Litestar:
+    from hsepay.api.app import api_documents
     from hsepay.gateway import create_gateway_app
 
-    return create_gateway_app(settings.gateway)
+    security = settings.security
+    return create_gateway_app(settings.gateway, security=security, documents=api_documents(security))
 
 
 SERVICES: dict[str, ServiceSpec] = {

@@ -14,8 +14,9 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPI
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hsepay import __version__, idempotency
 from hsepay.api.bodies import ClosedStructSchemaPlugin
@@ -40,7 +41,7 @@ from hsepay.orders.intake import accept_orders, one_claim_per_key
 from hsepay.payments import tables as payments_tables
 from hsepay.periodic import Periodic, in_transaction, run_periodic
 
-__all__ = ["create_orders_app", "create_payments_app"]
+__all__ = ["api_documents", "create_orders_app", "create_payments_app"]
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -90,8 +91,9 @@ def _app(
     lifespan: Callable[[Litestar], Any],
     security: SecuritySettings,
     service: str,
+    announce: bool = True,
 ) -> Litestar:
-    if not security.auth_enabled:
+    if announce and not security.auth_enabled:
         log.warning(
             "%s: AUTHENTICATION IS OFF (HSEPAY_AUTH_SECRET unset): every caller may act on every account", title
         )
@@ -147,10 +149,15 @@ def _constant(value: Any) -> Callable[[], Any]:
 
 
 def create_payments_app(
-    engine: AsyncEngine, *, api: ApiSettings = DEFAULT_API_SETTINGS, security: SecuritySettings = DEFAULT_SECURITY
+    engine: AsyncEngine,
+    *,
+    api: ApiSettings = DEFAULT_API_SETTINGS,
+    security: SecuritySettings = DEFAULT_SECURITY,
+    announce: bool = True,
 ) -> Litestar:
+    """`announce`: log that auth is off (False: an app built only for its OpenAPI document)."""
     lifespan = _lifespan(engine, payments_tables, api, "payments")
-    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, security, "payments")
+    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, security, "payments", announce)
 
 
 def create_orders_app(
@@ -159,6 +166,7 @@ def create_orders_app(
     orders_topic: str = "orders",
     api: ApiSettings = DEFAULT_API_SETTINGS,
     security: SecuritySettings = DEFAULT_SECURITY,
+    announce: bool = True,
 ) -> Litestar:
     intake = GroupCommit(
         engine,
@@ -169,4 +177,14 @@ def create_orders_app(
     )
     lifespan = _lifespan(engine, orders_tables, api, "orders", closing=intake)
     dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake}
-    return _app("hsepay orders", [OrderController], dependencies, lifespan, security, "orders")
+    return _app("hsepay orders", [OrderController], dependencies, lifespan, security, "orders", announce)
+
+
+def api_documents(security: SecuritySettings) -> dict[str, OpenAPI]:
+    """Both APIs' OpenAPI documents as served with these settings, built without a database (the
+    engine is never connected): what the gateway's document says about the routes it forwards."""
+    unused = create_async_engine("postgresql+psycopg://unused/unused")
+    return {
+        "payments": create_payments_app(unused, security=security, announce=False).openapi_schema,
+        "orders": create_orders_app(unused, security=security, announce=False).openapi_schema,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import time
 from collections.abc import Sequence
@@ -160,13 +161,19 @@ def up(
         _check_port(host, metrics_port, "--metrics-port")
     configured = settings()
     announce_auth(console, configured.security.auth_secrets, configured.data_dir)
-    # The gateway forwards to the APIs this command starts, wherever HSEPAY_GATEWAY_*_URL point.
+    # The gateway forwards to the APIs this command starts, wherever HSEPAY_GATEWAY_*_URL point, and
+    # the APIs believe the X-Forwarded-For of the address it connects from (each client its own budget).
+    security = configured.security
+    if gateway:
+        gateway_address = ipaddress.ip_network(_connectable(host).strip("[]"))
+        security = dataclasses.replace(security, trusted_proxies=(*security.trusted_proxies, gateway_address))
     configured = configured.with_overrides(
         gateway=dataclasses.replace(
             configured.gateway,
             payments_url=f"http://{_connectable(host)}:{payments_port}",
             orders_url=f"http://{_connectable(host)}:{orders_port}",
-        )
+        ),
+        security=security,
     )
     specs = tuple(dict.fromkeys([*registry.with_database(), *apis]))
 

@@ -12,8 +12,15 @@
 
 Unlike the seed, the summary is real JSON (the seed wrapped both answers in `{"raw": "..."}`
 strings and listed every user's orders), a request id is added where missing, the upstreams'
-answers keep their status and headers, and an upstream that is down or slow is a 503 or 504
-problem+json after a bounded wait (the seed waited 10 s, then answered 503 with a Go error string).
+answers keep their status and the headers that describe them, and an upstream that is down or slow
+is a 503 or 504 problem+json after a bounded wait (the seed waited 10 s, then answered 503 with a
+Go error string).
+
+A careful proxy (issue 18): the client's address goes upstream in X-Forwarded-For (the APIs
+believe it from HSEPAY_TRUSTED_PROXIES only); a request, body included, runs under
+HSEPAY_REQUEST_TIMEOUT like the APIs' (408 while its body is still arriving); only the headers that
+describe an answer come back (no hop-by-hop header, cookie or upstream internals); every copy of a
+forwarded request header goes upstream, so two Idempotency-Keys are refused as the APIs refuse them.
 """
 
 from __future__ import annotations
@@ -27,18 +34,31 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import msgspec
-from litestar import Controller, Litestar, Request, Response, get, post
+from litestar import Controller, Litestar, Request, Response, Router, get, post
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import OpenAPI
 from litestar.params import FromPath, QueryParameter
 
 from hsepay import __version__
-from hsepay.api.openapi import AcceptedWithLocation, Documented, Idempotent, Paginated
+from hsepay.api.guard import Guard
+from hsepay.api.openapi import (
+    PROBLEM_JSON,
+    AcceptedWithLocation,
+    Documented,
+    Idempotent,
+    Paginated,
+    Problem,
+    bearer_components,
+    fix_options_allow,
+    problems,
+)
 from hsepay.api.problems import problem_details_plugin, unexpected_error_handler
 from hsepay.api.schemas import AccountCreated, Balance, BalanceRefilled, OrderAccepted, OrderView
 from hsepay.apidocs import OfflineSwagger
-from hsepay.config import GatewaySettings
-from hsepay.gateway.upstream import Upstream, UpstreamFailed, forward, outgoing_headers, problem
+from hsepay.config import GatewaySettings, SecuritySettings
+from hsepay.gateway.openapi import UPSTREAM_FAILURES, document_forwarded_routes
+from hsepay.gateway.upstream import Upstream, UpstreamFailed, forward, outgoing_headers, problem, returned
 from hsepay.ids import parse_uuid
 from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
 from hsepay.observability.sources import Readiness, watching
@@ -49,12 +69,8 @@ MAX_BODY_BYTES = 64 * 1024
 SUMMARY_ORDERS = 100
 
 _FAILURES = {
-    503: ResponseSpec(
-        None, description="An upstream service is down (problem+json)", media_type="application/problem+json"
-    ),
-    504: ResponseSpec(
-        None, description="An upstream service did not answer in time", media_type="application/problem+json"
-    ),
+    status: ResponseSpec(None, description=UPSTREAM_FAILURES[str(status)], media_type="application/problem+json")
+    for status in (503, 504)
 }
 
 
@@ -141,9 +157,13 @@ class GatewayController(Controller):
         "/summary",
         summary="A user's balance and newest orders in one JSON object",
         responses={
-            400: ResponseSpec(None, description="user_id missing or not a UUID", media_type="application/problem+json"),
-            502: ResponseSpec(None, description="An upstream gave an unexpected answer"),
-            **_FAILURES,
+            **problems(403, 502, 504),
+            400: ResponseSpec(
+                data_container=Problem,
+                media_type=PROBLEM_JSON,
+                description="user_id missing or not a UUID, limit out of range, or a cursor no API returned",
+                generate_examples=False,
+            ),
         },
     )
     async def summary(
@@ -168,10 +188,12 @@ class GatewayController(Controller):
         except UpstreamFailed as failed:
             return failed.response()
         for answer in (balance, orders):
-            if answer.status_code in (401, 403, 429):  # the caller's problem: pass the upstream's answer on
-                return Response(
-                    answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type")
-                )
+            if answer is balance and answer.status_code == 404:
+                continue  # no account: a balance of None
+            if 400 <= answer.status_code < 500 or answer.status_code == 503:
+                # The caller's own problem (or an API saying it is down): its answer, with its headers
+                # (WWW-Authenticate, Retry-After and the RateLimit headers on a 429).
+                return returned(answer)
         if balance.status_code not in (200, 404) or orders.status_code != 200:
             return problem(
                 502,
@@ -222,11 +244,25 @@ class UpstreamsSource:
 
 
 def create_gateway_app(
-    settings: GatewaySettings | None = None, *, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+    settings: GatewaySettings | None = None,
+    *,
+    security: SecuritySettings | None = None,
+    documents: Mapping[str, OpenAPI] | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> Litestar:
-    """The gateway; `transports` (tests) replace the network for some upstreams."""
+    """The gateway.
+
+    `security`: the deadline of each request (HSEPAY_REQUEST_TIMEOUT) and whether the APIs behind it
+    want tokens (documented, never checked here: the APIs verify them). `documents`: the APIs'
+    OpenAPI documents, whose operations describe the forwarded routes. `transports` (tests) replace
+    the network for some upstreams.
+    """
     settings = settings or GatewaySettings()
+    security = security or SecuritySettings()
     transports = transports or {}
+    # The guard's deadline only: no token check (the APIs do it) and no rate limit (the APIs count
+    # each client by the X-Forwarded-For the gateway sends).
+    deadline = Guard(SecuritySettings(rate_limit=0, request_timeout=security.request_timeout))
     urls = {"payments": settings.payments_url, "orders": settings.orders_url}
 
     @contextlib.asynccontextmanager
@@ -242,8 +278,12 @@ def create_gateway_app(
             for upstream in upstreams.values():
                 await upstream.client.aclose()
 
-    return Litestar(
-        route_handlers=[GatewayController, HealthController, MetricsController],
+    app = Litestar(
+        route_handlers=[
+            Router(path="/", route_handlers=[GatewayController], middleware=[deadline.middleware]),
+            HealthController,
+            MetricsController,
+        ],
         lifespan=[lifespan],
         state=State({"upstreams": {}}),
         middleware=[http_observer("gateway")],
@@ -255,7 +295,12 @@ def create_gateway_app(
             description="The original system's /api paths in front of the payments and orders APIs.",
             path="/schema",
             render_plugins=[OfflineSwagger("/swagger")],  # no CDN: works offline
+            components=bearer_components(security.auth_enabled),
         ),
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,
     )
+    fix_options_allow(app)
+    if documents:
+        document_forwarded_routes(app.openapi_schema, documents, auth=security.auth_enabled)
+    return app

@@ -12,23 +12,34 @@ from litestar import Request, Response
 from hsepay import log_context
 from hsepay.observability import tracing
 
-__all__ = ["Upstream", "UpstreamFailed", "forward", "problem"]
+__all__ = ["Upstream", "UpstreamFailed", "forward", "outgoing_headers", "problem", "returned"]
 
 log = logging.getLogger(__name__)
 
-# Request headers a client sends that the APIs act on; everything else stays at the gateway.
+# Request headers a client sends that the APIs act on, every copy of each (two Idempotency-Keys reach
+# the API, which refuses them, as it would without the gateway); everything else stays here.
 FORWARDED = ("authorization", "idempotency-key", "content-type", "accept", "traceparent", "tracestate")
-# Response headers that describe the connection, not the answer; the gateway sets its own.
-NOT_RETURNED = {
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "content-length",
-    "content-encoding",
-    "date",
-    "server",
-    "x-request-id",
-}
+# Response headers that describe the answer, and so reach the client. Everything else stays here:
+# hop-by-hop headers (RFC 9110 §7.6.1: Connection and what it names, Keep-Alive, Transfer-Encoding,
+# TE, Trailer, Upgrade, Proxy-*), cookies and whatever an upstream says about its own internals
+# (Server, X-Powered-By...). The gateway sets its own Content-Length, Date, Server and X-Request-ID.
+RETURNED = frozenset(
+    {
+        "location",
+        "link",
+        "allow",
+        "retry-after",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "ratelimit-policy",
+        "www-authenticate",
+        "idempotent-replayed",
+        "cache-control",
+        "vary",
+        "content-language",
+    }
+)
 
 
 @dataclass
@@ -49,7 +60,7 @@ class Upstream:
             ),
         )
 
-    async def call(self, method: str, target: str, headers: dict[str, str], content: bytes | None = None):
+    async def call(self, method: str, target: str, headers: list[tuple[str, str]], content: bytes | None = None):
         """The upstream's response; UpstreamFailed (503 or 504) when it does not answer in time."""
         from hsepay.observability.metrics import UPSTREAM_FAILURES
 
@@ -82,12 +93,28 @@ def problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
     )
 
 
-def outgoing_headers(request: Request) -> dict[str, str]:
-    headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+def outgoing_headers(request: Request) -> list[tuple[str, str]]:
+    """What the gateway sends upstream: the client's headers the APIs act on, the request id, the
+    trace context, and X-Forwarded-For with the client's address appended (the APIs believe it only
+    from HSEPAY_TRUSTED_PROXIES, where the gateway's address belongs)."""
+    traced = tracing.inject({})  # tracing on: the gateway's span is the parent, not the client's
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in request.scope["headers"]
+        if name.decode("latin-1").lower() in FORWARDED and name.decode("latin-1").lower() not in traced
+    ]
     request_id = log_context.current().get("request_id")
     if request_id:
-        headers["x-request-id"] = request_id
-    return tracing.inject(headers)
+        headers.append(("x-request-id", request_id))
+    headers.append(("x-forwarded-for", forwarded_for(request)))
+    return [*headers, *traced.items()]
+
+
+def forwarded_for(request: Request) -> str:
+    """The X-Forwarded-For chain the client sent (if any), then the client's own address."""
+    peer = request.client.host if request.client else "unknown"
+    sent = [value.decode("latin-1") for name, value in request.scope["headers"] if name == b"x-forwarded-for"]
+    return ", ".join([*sent, peer])
 
 
 def _rewrite(value: str) -> str:
@@ -100,9 +127,10 @@ def _rewrite(value: str) -> str:
 
 
 def returned(response: httpx.Response) -> Response[bytes]:
+    """The upstream's answer as the gateway's: its status, body and the headers in RETURNED."""
     headers = {}
     for name, value in response.headers.items():
-        if name in NOT_RETURNED or name == "content-type":
+        if name not in RETURNED:
             continue
         headers[name] = _rewrite(value) if name in ("location", "link") else value
     return Response(

@@ -170,15 +170,13 @@ async def test_the_saga_runs_with_one_least_privileged_principal_per_service(
     engines = {"payments": payments_engine, "orders": orders_engine}  # empty: no other test's rows to relay
     user = await open_account(payments_engine, 100)
     order = await place_order(orders_engine, user, 40, ORDERS_TOPIC)
-    runtimes = {
-        service: Runtime(
-            settings=Settings.from_env(_service_environ(saga_environ, service)), db_urls=db_urls, engines=engines
-        )
-        for service in ("orders", "payments")
-    }
+    sagas = {}
+    for service in ("orders", "payments"):
+        settings = Settings.from_env(_service_environ(saga_environ, service))
+        sagas[service] = Saga(settings, db_urls, engines, await connect_broker(settings))
     async with (
-        start_workers(runtimes["orders"], [registry.get("orders")]),
-        start_workers(runtimes["payments"], [registry.get("payments")]),
+        start_workers(sagas["orders"].system("orders")),
+        start_workers(sagas["payments"].system("payments")),
     ):
         final = await wait_final(orders_engine, [order], timeout=60)
     assert final[order] == ("success", None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import json
 import uuid
 
 import httpx
@@ -10,10 +13,11 @@ import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
 from hsepay.api.app import create_orders_app, create_payments_app
-from hsepay.config import GatewaySettings
+from hsepay.config import GatewaySettings, SecuritySettings
 from hsepay.gateway import create_gateway_app
 from tests.e2e.conftest import free_port
 from tests.ops.helpers import value
+from tests.tokens import SECRET
 
 PROBLEM = "application/problem+json"
 
@@ -163,3 +167,171 @@ async def test_the_gateway_has_an_openapi_of_its_own(gateway):
     for path in ("/api/summary", "/api/accounts", "/api/accounts/{user_id}/deposit", "/api/order/{order_id}"):
         assert path in schema["paths"], path
     assert "Summary" in str(schema["components"])
+
+
+# --- a careful reverse proxy (issue 18) -------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _running(app):
+    """The gateway's lifespan (its upstream clients), for requests sent over httpx's ASGI transport."""
+    async with app.lifespan():
+        yield app
+
+
+def _gateway_client(app, peer: str) -> httpx.AsyncClient:
+    """A client at address `peer` (the Litestar test client has no address of its own)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(peer, 40000)), base_url="http://gw")
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    return response.json()
+
+
+async def test_the_client_address_goes_upstream_and_each_client_has_its_own_budget(payments_engine, orders_engine):
+    # The APIs trust the gateway's address (ASGITransport's peer: 127.0.0.1) and no one else.
+    security = SecuritySettings(rate_limit=1, rate_burst=1, trusted_proxies=(ipaddress.ip_network("127.0.0.1"),))
+    upstreams = {
+        "payments": Recording(create_payments_app(payments_engine, security=security)),
+        "orders": Recording(create_orders_app(orders_engine, orders_topic="orders", security=security)),
+    }
+    app = create_gateway_app(GatewaySettings(), transports=upstreams)
+    async with _running(app), _gateway_client(app, "1.1.1.1") as first, _gateway_client(app, "2.2.2.2") as second:
+        assert (await first.get("/api/orders", headers={"X-Forwarded-For": "6.6.6.6"})).status_code == 200
+        assert upstreams["orders"].requests[-1].headers["x-forwarded-for"] == "6.6.6.6, 1.1.1.1"
+        assert (await second.get("/api/orders")).status_code == 200  # another client, another budget
+        assert upstreams["orders"].requests[-1].headers["x-forwarded-for"] == "2.2.2.2"
+        limited = await first.get("/api/orders", headers={"X-Forwarded-For": "7.7.7.7"})  # spoofing buys nothing
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1 and limited.headers["ratelimit-remaining"] == "0"
+        summary = await first.get("/api/summary", params={"user_id": str(uuid.uuid4())})
+        assert summary.status_code == 429 and summary.headers["content-type"].startswith(PROBLEM)
+        assert int(summary.headers["retry-after"]) >= 1 and summary.headers["ratelimit-limit"] == "1"
+
+
+class Leaky(httpx.AsyncBaseTransport):
+    """An upstream that answers with everything a proxy must not pass on."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            201,
+            headers=[
+                ("Content-Type", "application/json"),
+                ("Location", "/orders/42"),
+                ("Retry-After", "3"),
+                ("Set-Cookie", "session=upstream-secret"),
+                ("Proxy-Authenticate", 'Basic realm="internal"'),
+                ("Server", "uvicorn/internal-build-7"),
+                ("X-Powered-By", "hsepay-internal"),
+                ("Connection", "close, X-Internal-Hop"),
+                ("X-Internal-Hop", "10.0.0.7"),
+                ("Keep-Alive", "timeout=5"),
+                ("Trailer", "X-Checksum"),
+                ("Upgrade", "h2c"),
+            ],
+            content=b"{}",
+        )
+
+
+async def test_hop_by_hop_and_internal_response_headers_stay_at_the_gateway():
+    app = create_gateway_app(GatewaySettings(), transports={"payments": Leaky(), "orders": Leaky()})
+    async with _running(app), _gateway_client(app, "1.1.1.1") as client:
+        response = await client.post("/api/orders", json={})
+    assert response.status_code == 201
+    assert response.headers["location"] == "/api/orders/42" and response.headers["retry-after"] == "3"
+    for name in ("set-cookie", "proxy-authenticate", "x-powered-by", "x-internal-hop", "keep-alive", "trailer"):
+        assert name not in response.headers, name
+    assert "upgrade" not in response.headers and "internal" not in response.headers.get("server", "")
+
+
+async def test_two_idempotency_keys_are_refused_as_the_api_refuses_them(upstreams):
+    user = str(uuid.uuid4())
+    body = {"user_id": user, "amount": 5}
+    headers = [("Idempotency-Key", "first"), ("Idempotency-Key", "second"), ("Content-Type", "application/json")]
+    app = create_gateway_app(GatewaySettings(), transports=upstreams)
+    async with _running(app), _gateway_client(app, "1.1.1.1") as gateway:  # a client that keeps both headers
+        through = await gateway.post("/api/orders", content=json.dumps(body), headers=headers)
+    direct = await httpx.AsyncClient(transport=upstreams["orders"].inner, base_url="http://api").post(
+        "/orders", content=json.dumps(body), headers=headers
+    )
+    assert assert_problem(through, 400)["detail"] == assert_problem(direct, 400)["detail"]
+    assert upstreams["orders"].requests[-1].headers.get_list("idempotency-key") == ["first", "second"]
+
+
+async def test_summary_answers_the_callers_own_mistakes_with_4xx_not_502(gateway):
+    user = str(uuid.uuid4())
+    for params in ({"user_id": user, "cursor": "not-one-the-api-returned!"}, {"user_id": user, "limit": "0"}):
+        response = await gateway.get("/api/summary", params=params)
+        assert_problem(response, 400)
+
+
+async def test_summary_passes_a_401_on_with_its_challenge(payments_engine, orders_engine):
+    security = SecuritySettings(auth_secrets=(SECRET,), rate_limit=0)
+    upstreams = {
+        "payments": Recording(create_payments_app(payments_engine, security=security)),
+        "orders": Recording(create_orders_app(orders_engine, orders_topic="orders", security=security)),
+    }
+    app = create_gateway_app(GatewaySettings(), security=security, transports=upstreams)
+    async with _running(app), _gateway_client(app, "1.1.1.1") as client:
+        response = await client.get("/api/summary", params={"user_id": str(uuid.uuid4())})
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_body_that_trickles_in_is_a_408_at_the_request_timeout(upstreams):
+    """1 byte per second would hold a request forever; the deadline covers the body too (the APIs' 408)."""
+    app = create_gateway_app(GatewaySettings(), security=SecuritySettings(request_timeout=0.5), transports=upstreams)
+    sent: list[dict] = []
+
+    async def trickle() -> dict:
+        await asyncio.sleep(1.0)
+        return {"type": "http.request", "body": b"{", "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/orders",
+        "raw_path": b"/api/orders",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("1.1.1.1", 40000),
+        "server": ("gw", 80),
+        "state": {},
+    }
+    async with _running(app):
+        await asyncio.wait_for(app(scope, trickle, send), timeout=10)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 408
+    assert upstreams["orders"].requests == []  # nothing was forwarded
+
+
+async def test_the_gateway_document_describes_the_forwarded_routes_as_the_apis_do():
+    from hsepay.api.app import api_documents
+
+    security = SecuritySettings(auth_secrets=(SECRET,))
+    document = create_gateway_app(GatewaySettings(), security=security, documents=api_documents(security))
+    schema = document.openapi_schema.to_schema()
+    create = schema["paths"]["/api/orders"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CreateOrder"
+    }
+    assert {"user_id", "status", "limit", "cursor"} <= {
+        p["name"] for p in schema["paths"]["/api/orders"]["get"]["parameters"]
+    }
+    deposit = schema["paths"]["/api/accounts/{user_id}/deposit"]["post"]
+    assert "Deposit" in str(deposit["requestBody"]) and {"503", "504"} <= set(deposit["responses"])
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/api/summary"]["get"]["security"] == [{"bearer": []}]
+    operation_ids = [
+        op["operationId"] for item in schema["paths"].values() for op in item.values() if "operationId" in op
+    ]
+    assert len(operation_ids) == len(set(operation_ids))
