@@ -11,12 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import TYPE_CHECKING
+from typing import Any
 
 from hsepay.lifetime import die_with
-
-if TYPE_CHECKING:
-    from litestar import Litestar
 
 __all__ = ["PARENT_VARIABLE", "SERVICE_VARIABLE", "application", "serve_api_processes"]
 
@@ -28,7 +25,7 @@ PARENT_VARIABLE = "HSEPAY_SERVE_PID"
 """The pid of the `hsepay serve` process whose workers these are."""
 
 
-def application() -> Litestar:
+def application() -> Any:
     parent = os.environ.get(PARENT_VARIABLE)
     if parent:
         die_with(int(parent))  # a kill -9 of `hsepay serve` takes its workers with it (hsepay.lifetime)
@@ -40,13 +37,15 @@ def application() -> Litestar:
     observability = logs.settings_or_defaults()
     logs.configure(observability.log_level, observability.log_format)
     tracing.enable_from(observability)
+    from hsepay.httpserver import refuse_ambiguous_framing
+
     spec = registry.get(os.environ[SERVICE_VARIABLE])
     app = build_unchecked(get_settings(), (spec,), apps=True)[spec.name].app
     assert app is not None
-    return app
+    return refuse_ambiguous_framing(app)
 
 
-def serve_api_processes(service: str, *, host: str, port: int, workers: int) -> None:
+def serve_api_processes(service: str, *, host: str, port: int, workers: int, header_timeout: float) -> None:
     """Serve one API with `workers` processes under granian (blocks until SIGINT/SIGTERM).
 
     Measured on this 2-core box, POST /orders at 64 connections with every role running (docs/
@@ -55,7 +54,8 @@ def serve_api_processes(service: str, *, host: str, port: int, workers: int) -> 
     """
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.http import HTTP1Settings
+
+    from hsepay.httpserver import http1_settings
 
     os.environ[SERVICE_VARIABLE] = service
     os.environ[PARENT_VARIABLE] = str(os.getpid())  # its workers end with it (hsepay.asgi)
@@ -72,7 +72,7 @@ def serve_api_processes(service: str, *, host: str, port: int, workers: int) -> 
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.http1,
-        http1_settings=HTTP1Settings(keep_alive=True),
+        http1_settings=http1_settings(header_timeout),
         websockets=False,
         backlog=2048,
         respawn_failed_workers=True,

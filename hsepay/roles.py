@@ -21,8 +21,7 @@ from hsepay.servers import quiet_server
 from hsepay.system import System
 
 if TYPE_CHECKING:
-    import uvicorn
-
+    from hsepay.httpserver import EmbeddedServer
     from hsepay.relay.consumer import InboxConsumer
     from hsepay.relay.outbox import OutboxRelay
 
@@ -114,12 +113,12 @@ async def wait_for_signal(stop: asyncio.Event) -> None:
             loop.remove_signal_handler(sig)
 
 
-def api_server(system: System, service: str, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server for the app of one service of `system` (built with apps=True)."""
+def api_server(system: System, service: str, host: str, port: int) -> EmbeddedServer:
+    """The server of the app of one service of `system` (built with apps=True), in this event loop."""
     app = system[service].app
     if app is None:
         raise ValueError(f"the {service} app was not built")
-    return quiet_server(app, host, port)
+    return quiet_server(app, host, port, system.settings.security.header_timeout)
 
 
 async def serve_api(system: System, service: str, *, host: str, port: int) -> None:

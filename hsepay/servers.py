@@ -1,5 +1,6 @@
-"""The HTTP servers of one event loop (uvicorn): the APIs of `hsepay up` and `hsepay serve --with-workers`,
-and the --metrics-port of workers. (`hsepay serve`'s worker processes run under granian: `hsepay.asgi`.)"""
+"""The HTTP servers of one event loop: the APIs of `hsepay up` and `hsepay serve --with-workers`, and the
+--metrics-port of workers, each served by granian embedded in the loop (hsepay.httpserver: the one
+HTTP stack). (`hsepay serve`'s worker processes run under granian too: `hsepay.asgi`.)"""
 
 from __future__ import annotations
 
@@ -8,44 +9,23 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import uvicorn
-
 from hsepay.config import ConfigError
+from hsepay.httpserver import EmbeddedServer
 from hsepay.ports import port_problem
 
-__all__ = ["KEEP_ALIVE", "quiet_server", "serving_metrics"]
+__all__ = ["DEFAULT_HEADER_TIMEOUT", "quiet_server", "serving_metrics"]
 
 log = logging.getLogger(__name__)
 
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to us (several run in one loop)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
+DEFAULT_HEADER_TIMEOUT = 30.0
+"""HSEPAY_HEADER_TIMEOUT's default. It also bounds an idle keep-alive connection, and must stay above
+clients' pool expiry: at uvicorn's former 5 s, equal to httpx's, the two raced and a reused
+connection met a reset (reproduced: 20 resets in 14,600 requests at 64 connections)."""
 
 
-KEEP_ALIVE = 75
-"""Seconds an idle keep-alive connection stays open. uvicorn's default of 5 s equals httpx's pool
-expiry, and the two race: a client that reuses a connection at 4.9 s of its own clock meets a
-server that closed it at 5 s of its own, and the request gets a reset (reproduced: 20 resets in
-14,600 requests at 64 connections). Servers keep connections longer than clients (nginx 75 s)."""
-
-
-def quiet_server(app, host: str, port: int) -> _Server:
-    # log_config=None: uvicorn's lines go through hsepay's handlers (JSON off a terminal), not its own.
-    return _Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            timeout_keep_alive=KEEP_ALIVE,
-        )
-    )
+def quiet_server(app, host: str, port: int, header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> EmbeddedServer:
+    """`app` served in this event loop by hsepay's one HTTP stack; it logs nothing of its own."""
+    return EmbeddedServer(app, host, port, header_timeout=header_timeout)
 
 
 @contextlib.asynccontextmanager
@@ -56,7 +36,7 @@ async def serving_metrics(host: str, port: int | None) -> AsyncIterator[None]:
         return
     from hsepay.observability.endpoints import metrics_app
 
-    problem = port_problem(host, port)  # uvicorn would sys.exit() from inside the event loop instead
+    problem = port_problem(host, port)  # one line and exit 2, not a bind error from inside the server task
     if problem:
         raise ConfigError(f"--metrics-port: {host}:{port} is not available ({problem})")
     server = quiet_server(metrics_app(), host, port)

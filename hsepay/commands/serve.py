@@ -69,4 +69,6 @@ def serve(
             pass
 
     execute(ready)
-    serve_api_processes(spec.name, host=host, port=port, workers=processes)
+    serve_api_processes(
+        spec.name, host=host, port=port, workers=processes, header_timeout=settings().security.header_timeout
+    )

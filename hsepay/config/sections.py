@@ -338,6 +338,12 @@ class SecuritySettings:
         networks,
         "proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client; unset: trust none",
     )
+    header_timeout: float = setting(
+        30.0,
+        "HSEPAY_HEADER_TIMEOUT",
+        seconds(1, 3600),
+        "seconds a client may take to send a request's headers, and may leave a kept-alive connection idle",
+    )
     request_timeout: float = setting(
         10.0,
         "HSEPAY_REQUEST_TIMEOUT",

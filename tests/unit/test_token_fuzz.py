@@ -152,7 +152,7 @@ def test_odd_claims_are_refused_with_a_reason(payload):
         issue(USER).replace(".", "..", 1),
         " " + issue(USER),
         issue(USER) + "\x00",
-        issue(USER).replace("-", "+").replace("_", "/"),  # standard base64, not base64url
+        issue(USER)[:-2] + "+/",  # standard base64's characters, not base64url's
         "é." * 3,
         "a" * 100_000,
         "..",
