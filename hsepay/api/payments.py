@@ -93,11 +93,13 @@ class AccountController(Controller):
             if caller.subject != owner:
                 raise _not_found(owner)  # another user's account: as if it did not exist
         key = idempotency_key(request)
+        # Scoped like the stored response (idempotent.claim_for): one caller's key is not another's.
+        reference = None if key is None else f"deposit:{owner}:{key}"
+        if key is not None and caller.subject is not None:
+            reference = f"deposit:{owner}:by:{caller.subject}:{key}"
 
         async def effect(conn) -> StoredResponse:
-            account = await operations.deposit(
-                conn, owner, data.amount, reference=f"deposit:{owner}:{key}" if key else None
-            )
+            account = await operations.deposit(conn, owner, data.amount, reference=reference)
             body = BalanceRefilled(message="Balance refilled", user_id=account.user_id, balance=account.balance)
             return StoredResponse(200, msgspec.to_builtins(body), {})
 

@@ -233,3 +233,19 @@ async def test_idempotency_keys_belong_to_their_caller(world, secured_orders_cli
     assert [r.status_code for r in responses] == [202, 202]
     assert all("idempotent-replayed" not in r.headers for r in responses)
     assert len(await orders_db.orders()) == 3
+
+
+async def test_two_operators_deposit_with_the_same_key_each_once(world, payments_engine):
+    """A deposit's key is the caller's own for its ledger reference as for its stored response: a second
+    operator's first use of a key is a deposit, not a 409 about a response it never stored."""
+    security = SecuritySettings(auth_secrets=(SECRET,), rate_limit=0)
+    async with AsyncTestClient(app=create_payments_app(payments_engine, security=security)) as client:
+        url, key = f"/accounts/{world.owner}/deposit", {"Idempotency-Key": "refill-1"}
+        answers = []
+        for operator in (uuid.uuid4(), uuid.uuid4()):
+            token = {"Authorization": f"Bearer {issue(operator, 'operator')}"}
+            answers.append(await client.post(url, json={"amount": 7}, headers={**key, **token}))
+            replay = await client.post(url, json={"amount": 7}, headers={**key, **token})
+            assert replay.headers.get("idempotent-replayed") == "true"
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert answers[1].json()["balance"] - answers[0].json()["balance"] == 7
