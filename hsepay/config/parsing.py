@@ -7,7 +7,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,25 @@ def normalise_db_url(raw: str, variable: str) -> str:
 def _redacted(raw: str) -> str:
     """A URL as it may appear in an error line: never with its password."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw)
+
+
+def redacted_url(url: str) -> str:
+    """A URL as a repr or a log line may show it: its password masked (also `?password=`)."""
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", _redacted(url))
+
+
+def repr_masking_urls(self: Any) -> str:
+    """A settings dataclass's repr, as the dataclass would write it but with every URL's password
+    masked (a repr ends up in logs and tracebacks); secret fields are left out, as `secret=True` says."""
+    shown = []
+    for f in fields(self):
+        if not f.repr:
+            continue
+        value = getattr(self, f.name)
+        shown.append(
+            f"{f.name}={redacted_url(value)!r}" if isinstance(value, str) and "://" in value else f"{f.name}={value!r}"
+        )
+    return f"{type(self).__name__}({', '.join(shown)})"
 
 
 def database_url(raw: str, name: str) -> str:

@@ -18,6 +18,7 @@ from hsepay.config.parsing import (
     networks,
     origins,
     readable_file,
+    repr_masking_urls,
     seconds,
     secrets_list,
     setting,
@@ -26,7 +27,7 @@ from hsepay.config.parsing import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DatabaseSettings:
     payments_url: str | None = setting(
         None, "HSEPAY_PAYMENTS_DB", database_url, "PostgreSQL URL of the payments database; unset: embedded server"
@@ -44,6 +45,8 @@ class DatabaseSettings:
         seconds(0.1, 300),
         "seconds a request waits for a pooled connection before it is answered 503",
     )
+
+    __repr__ = repr_masking_urls
 
     def url_of(self, variable: str) -> str | None:
         """The configured URL behind an env var (None: the embedded server); the registry names the variable."""
@@ -261,7 +264,7 @@ class ApiSettings:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GatewaySettings:
     payments_url: str = setting(
         "http://127.0.0.1:8080", "HSEPAY_GATEWAY_PAYMENTS_URL", url, "the payments API the gateway forwards to"
@@ -272,6 +275,8 @@ class GatewaySettings:
     timeout: float = setting(
         5.0, "HSEPAY_GATEWAY_TIMEOUT", seconds(0.05, 300), "seconds the gateway waits for an upstream answer (then 504)"
     )
+
+    __repr__ = repr_masking_urls
 
 
 @dataclass(frozen=True)

@@ -272,3 +272,23 @@ def test_readme_configuration_table_is_the_generated_one():
     table = markdown_table()
     assert table in (Path(__file__).parents[2] / "README.md").read_text(), "run: python -m hsepay.config.table"
     assert "| () |" not in table and "| False |" not in table and "| None |" not in table
+
+
+def test_the_settings_repr_shows_no_password_and_no_secret():
+    """A repr ends up in logs and tracebacks: database and gateway URLs show *** for their passwords, and
+    every secret setting (tokens, event signatures, SASL) is left out."""
+    secrets = {
+        "HSEPAY_PAYMENTS_DB": ("postgresql://hsepay:db-pass-1@db:5432/payments", "db-pass-1"),
+        "HSEPAY_ORDERS_DB": ("postgresql://hsepay@db/orders?password=db-pass-2&sslmode=require", "db-pass-2"),
+        "HSEPAY_GATEWAY_ORDERS_URL": ("http://gw:gw-pass-3@orders:8081", "gw-pass-3"),
+        "HSEPAY_AUTH_SECRET": ("auth-secret-" + "a" * 32, "auth-secret-"),
+        "HSEPAY_ORDERS_EVENT_SECRET": ("orders-event-" + "o" * 32, "orders-event-"),
+        "HSEPAY_PAYMENTS_EVENT_SECRET": ("payments-event-" + "p" * 32, "payments-event-"),
+        "HSEPAY_KAFKA_SASL_PASSWORD": ("sasl-pass-4", "sasl-pass-4"),
+    }
+    settings = Settings.from_env({variable: value for variable, (value, _) in secrets.items()})
+    shown = repr(settings)
+    for variable, (_, secret) in secrets.items():
+        assert secret not in shown, variable
+    assert "postgresql+psycopg://hsepay:***@db:5432/payments" in shown and "password=***" in shown
+    assert settings.db.payments_url.endswith("db-pass-1@db:5432/payments")  # the value itself is intact
