@@ -22,6 +22,7 @@ from hsepay import __version__, idempotency
 from hsepay.api.bodies import ClosedStructSchemaPlugin
 from hsepay.api.guard import Guard
 from hsepay.api.openapi import BEARER, bearer_components, fix_options_allow
+from hsepay.api.openapi30 import Json30RenderPlugin, OfflineSwagger30
 from hsepay.api.orders import OrderController, order_accepted
 from hsepay.api.payments import AccountController
 from hsepay.api.problems import (
@@ -30,7 +31,6 @@ from hsepay.api.problems import (
     undecodable_body_handler,
     unexpected_error_handler,
 )
-from hsepay.apidocs import OfflineSwagger
 from hsepay.batching import GroupCommit
 from hsepay.config import ApiSettings, SecuritySettings
 from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
@@ -131,7 +131,7 @@ def _app(
             title=title,
             version=__version__,
             path="/schema",
-            render_plugins=[OfflineSwagger("/swagger")],  # no CDN: works offline
+            render_plugins=[OfflineSwagger30("/swagger"), Json30RenderPlugin()],  # no CDN: works offline
             components=bearer_components(security.auth_enabled),
         ),
         request_max_body_size=MAX_BODY_BYTES,

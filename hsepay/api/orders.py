@@ -25,7 +25,7 @@ from hsepay.money import Amount
 from hsepay.orders import operations
 from hsepay.orders.errors import OrderNotFound
 from hsepay.orders.intake import OrderRequest, Replayed
-from hsepay.orders.model import MAX_DESCRIPTION, Order
+from hsepay.orders.model import CURSOR_PATTERN, MAX_DESCRIPTION, Order
 from hsepay.orders.operations import NewOrder
 
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
@@ -129,7 +129,9 @@ class OrderController(Controller):
         user_id: FromQuery[uuid.UUID | None] = None,
         status: FromQuery[Literal["created", "success", "failed"] | None] = None,
         limit: FromQuery[Annotated[int, Parameter(ge=1, le=MAX_PAGE)]] = 100,
-        cursor: FromQuery[Annotated[str | None, Parameter(max_length=200)]] = None,
+        cursor: FromQuery[
+            Annotated[str | None, Parameter(pattern=CURSOR_PATTERN, description="from Link rel=next: the next page")]
+        ] = None,
     ) -> Response[list[OrderView]]:
         caller = caller_of(request)
         if not caller.is_operator:

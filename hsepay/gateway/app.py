@@ -53,15 +53,15 @@ from hsepay.api.openapi import (
     fix_options_allow,
     problems,
 )
+from hsepay.api.openapi30 import Json30RenderPlugin, OfflineSwagger30
 from hsepay.api.problems import problem_details_plugin, unexpected_error_handler
 from hsepay.api.schemas import AccountCreated, Balance, BalanceRefilled, OrderAccepted, OrderView
-from hsepay.apidocs import OfflineSwagger
 from hsepay.config import GatewaySettings, SecuritySettings
 from hsepay.gateway.openapi import UPSTREAM_FAILURES, document_forwarded_routes
 from hsepay.gateway.upstream import Upstream, UpstreamFailed, forward, outgoing_headers, problem, returned
-from hsepay.ids import parse_uuid
 from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
 from hsepay.observability.sources import Readiness, watching
+from hsepay.orders.model import CURSOR_PATTERN
 
 __all__ = ["Summary", "create_gateway_app"]
 
@@ -169,15 +169,13 @@ class GatewayController(Controller):
     async def summary(
         self,
         request: Request,
-        user_id: Annotated[str | None, QueryParameter(description="the user (UUID)")] = None,
+        user_id: Annotated[uuid.UUID, QueryParameter(description="the user")],
         limit: Annotated[int, QueryParameter(ge=1, le=500, description="orders to include")] = SUMMARY_ORDERS,
         cursor: Annotated[
-            str | None, QueryParameter(max_length=200, description="from `next`: the following page")
+            str | None, QueryParameter(pattern=CURSOR_PATTERN, description="from `next`: the following page")
         ] = None,
     ) -> Response[Summary]:
-        user = parse_uuid(user_id or "")
-        if user is None:
-            return problem(400, "Invalid request", "user_id is required and must be a UUID")
+        user = user_id
         upstreams, headers = _upstreams(request), outgoing_headers(request)
         page = urlencode({"user_id": str(user), "limit": limit, **({"cursor": cursor} if cursor else {})})
         try:
@@ -294,7 +292,7 @@ def create_gateway_app(
             version=__version__,
             description="The original system's /api paths in front of the payments and orders APIs.",
             path="/schema",
-            render_plugins=[OfflineSwagger("/swagger")],  # no CDN: works offline
+            render_plugins=[OfflineSwagger30("/swagger"), Json30RenderPlugin()],  # no CDN: works offline
             components=bearer_components(security.auth_enabled),
         ),
         request_max_body_size=MAX_BODY_BYTES,

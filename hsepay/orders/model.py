@@ -10,9 +10,11 @@ import msgspec
 
 from hsepay.events import PaymentFailed, PaymentSucceeded
 
-__all__ = ["Order", "OrderStatus", "PaymentResult"]
+__all__ = ["CURSOR_PATTERN", "Order", "OrderStatus", "PaymentResult"]
 
 MAX_DESCRIPTION = 1000
+CURSOR_PATTERN = r"^[0-9]{1,17}\.[0-9a-f]{32}$"
+"""A listing position: microseconds since 1970 (up to the year 5138) and an order id in hex."""
 
 OrderStatus = Literal["created", "success", "failed"]
 CREATED, SUCCESS, FAILED = "created", "success", "failed"

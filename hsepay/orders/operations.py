@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hsepay.events import PaymentFailed
 from hsepay.orders.errors import InvalidCursor, OrderNotFound
 from hsepay.orders.events import payment_requested
-from hsepay.orders.model import CREATED, FAILED, SUCCESS, Order, PaymentResult
+from hsepay.orders.model import CREATED, CURSOR_PATTERN, FAILED, SUCCESS, Order, PaymentResult
 from hsepay.orders.tables import orders, outbox
 from hsepay.relay.store import enqueue
 
 log = logging.getLogger(__name__)
+
+CURSOR = re.compile(CURSOR_PATTERN)
 
 __all__ = [
     "NewOrder",
@@ -111,21 +113,24 @@ async def get_order(conn: AsyncConnection, order_id: uuid.UUID) -> Order:
     return _order(row)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def encode_cursor(order: Order) -> str:
-    raw = f"{order.created_at.isoformat()}|{order.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """The position after `order` in the newest-first listing: `<created_at in µs since 1970>.<id hex>`.
+
+    Every string of that shape (CURSOR_PATTERN) is a position, so the API accepts whatever its
+    OpenAPI document allows; a position says nothing a page does not show.
+    """
+    return f"{(order.created_at - _EPOCH) // _MICROSECOND}.{order.id.hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, ident = raw.partition("|")
-        created_at = datetime.fromisoformat(stamp)
-        if created_at.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return created_at, uuid.UUID(ident)
-    except ValueError:
-        raise InvalidCursor("cursor is not one this API returned") from None
+    if not CURSOR.fullmatch(cursor):
+        raise InvalidCursor(f"a cursor is <microseconds since 1970>.<32 hex digits> ({CURSOR_PATTERN})")
+    micros, _, ident = cursor.partition(".")
+    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex=ident)
 
 
 async def list_orders(

@@ -330,14 +330,30 @@ async def test_list_rejects_bad_filters(orders_client, assert_problem, params):
         "garbage",
         "!!!",
         "x" * 201,
-        "MjAyMC0wMS0wMVQwMDowMDowMCswMDowMHxub3QtYS11dWlk",  # "2020-01-01T00:00:00+00:00|not-a-uuid"
-        "MjAyMC0wMS0wMVQwMDowMDowMHwzZmE4NWY2NC01NzE3LTQ1NjItYjNmYy0yYzk2M2Y2NmFmYTY",  # naive timestamp
-        "_w",  # not UTF-8
+        "MjAyMC0wMS0wMVQwMDowMDowMCswMDowMHxub3QtYS11dWlk",  # the former base64 spelling
+        "1." + "0" * 31,  # 31 hex digits
+        "1." + "0" * 31 + "G",
+        "1." + "A" * 32,  # upper case: one spelling only
+        "-1." + "0" * 32,
+        "1" * 18 + "." + "0" * 32,  # past the year 5138
+        "1 ." + "0" * 32,
+        "1." + "0" * 32 + "\n",
     ],
 )
 async def test_list_rejects_bad_cursor(orders_client, assert_problem, cursor):
     await place(orders_client)
     assert_problem(await orders_client.get("/orders", params={"cursor": cursor}), 400)
+
+
+@pytest.mark.parametrize("cursor", ["0." + "0" * 32, "9" * 17 + "." + "f" * 32, "1700000000000000." + "a" * 32])
+async def test_every_cursor_the_schema_allows_is_a_position(orders_client, cursor):
+    """What the OpenAPI document allows the API accepts (schemathesis's positive-data check): any
+    well-formed cursor is a position in the listing, before or after every order."""
+    placed = (await place(orders_client)).json()["id"]
+    response = await orders_client.get("/orders", params={"cursor": cursor})
+    assert response.status_code == 200, response.text
+    expected = [placed] if cursor.startswith("9") else []
+    assert [order["id"] for order in response.json()] == expected
 
 
 # --- Idempotency-Key ----------------------------------------------------------------------------
