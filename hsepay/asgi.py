@@ -37,12 +37,12 @@ def application() -> Any:
     observability = logs.settings_or_defaults()
     logs.configure(observability.log_level, observability.log_format)
     tracing.enable_from(observability)
-    from hsepay.httpserver import refuse_ambiguous_framing
+    from hsepay.httpserver import refuse_unmeasured_bodies
 
     spec = registry.get(os.environ[SERVICE_VARIABLE])
     app = build_unchecked(get_settings(), (spec,), apps=True)[spec.name].app
     assert app is not None
-    return refuse_ambiguous_framing(app)
+    return refuse_unmeasured_bodies(app)
 
 
 def serve_api_processes(service: str, *, host: str, port: int, workers: int, header_timeout: float) -> None:

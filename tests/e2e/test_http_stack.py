@@ -2,8 +2,9 @@
 its event loop) and `hsepay serve` (granian worker processes), probed with raw sockets.
 
 Each refuses a body framed by both Content-Length and Transfer-Encoding (and serves nothing of what
-follows it: no request smuggling), refuses folded header lines and HTTP/0.9 request lines, and closes
-a connection whose headers do not arrive within HSEPAY_HEADER_TIMEOUT.
+follows it: no request smuggling) and any body that does not say its length (411), refuses folded
+header lines and HTTP/0.9 request lines, and closes a connection whose headers do not arrive within
+HSEPAY_HEADER_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import time
 import uuid
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import free_port, running
@@ -29,7 +31,9 @@ def servers(db_urls, data_dir, broker):
     suffix = uuid.uuid4().hex[:8]
     env = {
         **{k: v for k, v in os.environ.items() if k != "HSEPAY_AUTH_SECRET"},
-        "HSEPAY_RATE_LIMIT": "0",
+        # A budget of one request per caller (health probes are not limited): the gateway test below.
+        "HSEPAY_RATE_LIMIT": "1",
+        "HSEPAY_RATE_BURST": "1",
         "HSEPAY_PAYMENTS_DB": db_urls["payments"],
         "HSEPAY_ORDERS_DB": db_urls["orders"],
         "HSEPAY_DATA_DIR": str(data_dir),
@@ -55,7 +59,7 @@ def servers(db_urls, data_dir, broker):
                 [f"http://127.0.0.1:{served}/health/live"],
             )
         )
-        yield {"up payments": up_payments, "up gateway": up_gateway, "serve payments": served}
+        yield {"up payments": up_payments, "up orders": up_orders, "up gateway": up_gateway, "serve payments": served}
 
 
 WAYS = ["up payments", "up gateway", "serve payments"]
@@ -83,7 +87,17 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_is_smuggle
         b"POST /api/accounts HTTP/1.1\r\n" if way.endswith("gateway") else b"POST /accounts HTTP/1.1\r\n"
     ) + b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
     answer = _exchange(servers[way], request + b"0\r\n\r\n" + smuggled)
-    assert _statuses(answer) == [400], answer[:300]  # one answer, and the connection closed after it
+    assert _statuses(answer) == [411], answer[:300]  # one answer, and the connection closed after it
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_body_must_say_its_length(servers, way):
+    """A chunked body alone is refused too: granian turns Content-Length + Transfer-Encoding into one."""
+    path = b"/api/accounts" if way.endswith("gateway") else b"/accounts"
+    chunked = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    chunked += b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    answer = _exchange(servers[way], chunked)
+    assert _statuses(answer) == [411] and b"Content-Length" in answer
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -122,3 +136,14 @@ def test_a_well_formed_request_still_works_and_keeps_its_connection(servers, way
         b"Connection: close\r\n\r\n",
     )
     assert _statuses(answer) == [200, 200]
+
+
+def test_up_trusts_its_own_gateway_for_the_client_address(servers):
+    """Two clients (two loopback addresses) behind `up`'s gateway: each has its own budget, because the
+    gateway sends X-Forwarded-For and `up` tells its APIs to believe it from the gateway's address."""
+    statuses = {}
+    for client in ("127.0.0.2", "127.0.0.3"):
+        transport = httpx.HTTPTransport(local_address=client)
+        with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{servers['up gateway']}") as http:
+            statuses[client] = [http.get("/api/orders").status_code for _ in range(2)]
+    assert statuses == {"127.0.0.2": [200, 429], "127.0.0.3": [200, 429]}
