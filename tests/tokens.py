@@ -23,7 +23,17 @@ def issue(user: uuid.UUID, role: str = "user", secret: str = SECRET, ttl: float 
 
 def claims(user: uuid.UUID | str, role: str = "user", **changes: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"sub": str(user), "role": role, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 600}
+    # Valid for hours: parametrized tokens are made when pytest collects, and a loaded box's whole run
+    # (unit tests come last) took 28 min, past a 10-minute expiry, which then hid the reason under test.
+    base = {
+        "sub": str(user),
+        "role": role,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 6 * 3600,
+    }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
 
