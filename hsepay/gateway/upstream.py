@@ -60,7 +60,7 @@ class Upstream:
             ),
         )
 
-    async def call(self, method: str, target: str, headers: list[tuple[str, str]], content: bytes | None = None):
+    async def call(self, method: str, target: str, headers: list[tuple[bytes, bytes]], content: bytes | None = None):
         """The upstream's response; UpstreamFailed (503 or 504) when it does not answer in time."""
         from hsepay.observability.metrics import UPSTREAM_FAILURES
 
@@ -93,20 +93,24 @@ def problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
     )
 
 
-def outgoing_headers(request: Request) -> list[tuple[str, str]]:
+def outgoing_headers(request: Request) -> list[tuple[bytes, bytes]]:
     """What the gateway sends upstream: the client's headers the APIs act on, the request id, the
     trace context, and X-Forwarded-For with the client's address appended (the APIs believe it only
-    from HSEPAY_TRUSTED_PROXIES, where the gateway's address belongs)."""
-    traced = tracing.inject({})  # tracing on: the gateway's span is the parent, not the client's
+    from HSEPAY_TRUSTED_PROXIES, where the gateway's address belongs).
+
+    Values go on as the bytes the client sent: a header that is not ASCII (an Idempotency-Key of
+    b"\\xd7\\xf8") is the API's to refuse with a 400, where httpx, given a str, raised on encoding it (a 500).
+    """
+    traced = {name.encode("latin-1"): value.encode("latin-1") for name, value in tracing.inject({}).items()}
     headers = [
-        (name.decode("latin-1"), value.decode("latin-1"))
+        (name, value)
         for name, value in request.scope["headers"]
-        if name.decode("latin-1").lower() in FORWARDED and name.decode("latin-1").lower() not in traced
+        if name.lower().decode("latin-1") in FORWARDED and name.lower() not in traced
     ]
     request_id = log_context.current().get("request_id")
     if request_id:
-        headers.append(("x-request-id", request_id))
-    headers.append(("x-forwarded-for", forwarded_for(request)))
+        headers.append((b"x-request-id", str(request_id).encode("latin-1", "replace")))
+    headers.append((b"x-forwarded-for", forwarded_for(request).encode("latin-1")))
     return [*headers, *traced.items()]
 
 

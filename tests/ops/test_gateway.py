@@ -260,6 +260,22 @@ async def test_two_idempotency_keys_are_refused_as_the_api_refuses_them(upstream
     assert upstreams["orders"].requests[-1].headers.get_list("idempotency-key") == ["first", "second"]
 
 
+async def test_a_header_that_is_not_ascii_reaches_the_api_as_sent_and_is_its_400(upstreams):
+    """schemathesis found it: an Idempotency-Key of b"\\xd7\\xf8\\x9b" was a 500 from the gateway, whose
+    HTTP client refused to encode the header, where the API answers 400."""
+    body = json.dumps({"user_id": str(uuid.uuid4())}).encode()
+    headers = [(b"Idempotency-Key", b"\xd7\xf8\x9b"), (b"Content-Type", b"application/json")]
+    app = create_gateway_app(GatewaySettings(), transports=upstreams)
+    async with _running(app), _gateway_client(app, "1.1.1.1") as gateway:
+        through = await gateway.post("/api/accounts", content=body, headers=headers)
+    direct = await httpx.AsyncClient(transport=upstreams["payments"].inner, base_url="http://api").post(
+        "/accounts", content=body, headers=headers
+    )
+    assert assert_problem(through, 400)["detail"] == assert_problem(direct, 400)["detail"]
+    sent = [value for name, value in upstreams["payments"].requests[-1].headers.raw if name.lower() == b"idempotency-key"]
+    assert sent == [b"\xd7\xf8\x9b"]
+
+
 async def test_summary_answers_the_callers_own_mistakes_with_4xx_not_502(gateway):
     user = str(uuid.uuid4())
     for params in ({"user_id": user, "cursor": "not-one-the-api-returned!"}, {"user_id": user, "limit": "0"}):
