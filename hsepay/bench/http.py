@@ -5,6 +5,11 @@ is reported so that a reader can see it was not the bottleneck. After the load t
 every accepted order to become final and audits: each 202 must be exactly one order, and every
 order final with the money right. With `target` the load goes to any URL that takes the same body
 (e.g. the original Go service, for a same-box comparison) and nothing is audited.
+
+Two variants: with `apis_only` (a session opened with the APIs alone) the relays and consumers
+start only after the load, so the figure is POST /orders alone and the settling is still audited;
+with `read` the load is `GET /order/{id}` over orders placed beforehand (one per user), the cost of
+a read in the API process.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from typing import Any
 import msgspec
 from sqlalchemy import func, select
 
-from hsepay.bench.loadgen import LoadResult, generate_load
+from hsepay.bench.loadgen import Call, LoadResult, generate_load
 from hsepay.bench.results import Chart, Context, Verdict, per_unit_ms
 from hsepay.bench.session import SagaSession
 from hsepay.bench.stats import Histogram, rate_series
 from hsepay.bench.usage import Phase, ProcessFigures, measure
+from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import orders
 
 __all__ = ["HttpResult", "http", "http_external"]
@@ -54,6 +60,8 @@ class HttpResult:
     orders_in_database: int | None = None
     drain_after_s: float | None = None
     """Seconds from the end of the load until every accepted order was final."""
+    workers_held: bool = False
+    """The relays and consumers started only after the load (POST /orders alone)."""
 
     @classmethod
     def of_load(
@@ -104,6 +112,7 @@ class HttpResult:
             "orders_accepted": self.orders_accepted,
             "orders_in_database": self.orders_in_database,
             "drain_after_load_s": self.drain_after_s,
+            "workers_during_load": not self.workers_held,
             "processes": self.phase.to_json() if self.phase else [],
             "cpu_ms_per_request": per_unit_ms(self.phase, sum(self.statuses_total.values())) if self.phase else {},
             "series": {name: [list(point) for point in points] for name, points in self.series.items()},
@@ -133,7 +142,10 @@ class HttpResult:
                 + (f", {self.client_cpu_s * 1e6 / self.requests:.0f} µs/request" if self.requests else ""),
             ),
             ("orders accepted / in the database", f"{self.orders_accepted} / {self.orders_in_database}"),
-            ("all final after the load in", f"{self.drain_after_s} s" if self.drain_after_s is not None else "-"),
+            (
+                "all final after the load in" + (" (workers started after it)" if self.workers_held else ""),
+                f"{self.drain_after_s} s" if self.drain_after_s is not None else "-",
+            ),
         ]
 
     def charts(self) -> list[Chart]:
@@ -152,11 +164,28 @@ class HttpResult:
         return self.phase, sum(self.statuses_total.values()), "request"
 
 
-def _bodies(users: Sequence[uuid.UUID], headers) -> list[tuple[str, dict[str, str]]]:
+def _bodies(users: Sequence[uuid.UUID], headers) -> list[Call]:
     return [
-        (msgspec.json.encode({"user_id": str(user), "amount": 1, "description": "http"}).decode(), headers(user))
+        Call(
+            "POST",
+            None,
+            msgspec.json.encode({"user_id": str(user), "amount": 1, "description": "http"}).decode(),
+            headers(user),
+        )
         for user in users
     ]
+
+
+async def _reads(session: SagaSession, users: Sequence[uuid.UUID]) -> list[Call]:
+    """One order per user, written at once as POST /orders writes them; a GET of each."""
+    async with session.system.engine("orders").begin() as conn:
+        placed = await orders_ops.create_orders(
+            conn,
+            [orders_ops.NewOrder(user, 1, "http-read") for user in users],
+            topic=session.system.settings.kafka.orders_topic,
+        )
+    session.orders_placed += len(placed)
+    return [Call("GET", f"/order/{order.id}", None, session.headers(order.user_id)) for order in placed]
 
 
 def _notes(load: LoadResult) -> list[str]:
@@ -183,14 +212,20 @@ async def http(
     duration: float,
     users: int,
     settle_timeout: float,
+    read: bool = False,
 ) -> HttpResult:
+    """POST /orders (or with `read`, GET /order/{id}) at `connections`; then every order must be
+    final and audited. A session opened with `apis_only` starts its workers after the load."""
     context = session.context("http")
     people = await session.rich_users(users)
-    requests = _bodies(people, session.headers)
+    requests = await _reads(session, people) if read else _bodies(people, session.headers)
+    held = session.workers_held
+    if read and not held:
+        await session.wait_all_final(settle_timeout)  # the reads find their orders settled
     before = await _count_orders(session)
     with measure(session.tracked()) as phase:
         load = await generate_load(
-            f"{session.orders_url}/orders",
+            f"{session.orders_url}/{'order' if read else 'orders'}",
             requests,
             connections=connections,
             processes=clients,
@@ -203,17 +238,21 @@ async def http(
         for i, c in enumerate(load.clients)
     ]
     problems = []
+    if held:
+        await session.start_workers()
     try:
         drain_s = round(await session.wait_all_final(settle_timeout), 2)
     except TimeoutError as exc:
         drain_s = None
         problems.append(str(exc))
     in_database = await _count_orders(session) - before
-    accepted = load.statuses_total.get(202, 0)
+    accepted = 0 if read else load.statuses_total.get(202, 0)
     session.orders_placed += in_database
     lost_in_transit = sum(load.errors_total.values()) + load.unfinished
     if not accepted <= in_database <= accepted + lost_in_transit:
         problems.append(f"{accepted} orders accepted (202) but {in_database} in the database")
+    if read and set(load.statuses_total) != {200}:
+        problems.append(f"GET /order/{{id}} answered {dict(load.statuses_total)}")
     verdict = await session.verdict(settle_timeout=settle_timeout, expect=problems)
     verdict.notes += _notes(load)
     settled = await _settled_times(session, load.started_at)
@@ -222,7 +261,8 @@ async def http(
     return HttpResult.of_load(
         load,
         context=context,
-        target=f"{session.orders_url}/orders ({session.layout})",
+        target=f"{'GET ' + session.orders_url + '/order/{id}' if read else session.orders_url + '/orders'} "
+        f"({session.layout}{', workers started after the load' if held else ''})",
         connections=connections,
         warmup=warmup,
         series={
@@ -235,6 +275,7 @@ async def http(
         orders_accepted=accepted,
         orders_in_database=in_database,
         drain_after_s=drain_s,
+        workers_held=held,
     )
 
 

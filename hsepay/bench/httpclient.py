@@ -17,7 +17,16 @@ from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
-__all__ = ["Connection", "Endpoint", "Pool", "ProtocolError", "encode_post", "parse_response"]
+__all__ = [
+    "Connection",
+    "Endpoint",
+    "Pool",
+    "ProtocolError",
+    "encode_get",
+    "encode_post",
+    "encode_request",
+    "parse_response",
+]
 
 
 class ProtocolError(Exception):
@@ -37,18 +46,30 @@ class Endpoint:
         self.authority = parts.netloc
 
 
+def encode_request(
+    endpoint: Endpoint,
+    method: str,
+    path: str | None = None,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """The bytes of one request (a JSON body if any), ready to be written as many times as needed;
+    `path` defaults to the endpoint's."""
+    lines = [f"{method} {path or endpoint.path} HTTP/1.1", f"Host: {endpoint.authority}"]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines += [*(f"{name}: {value}" for name, value in (headers or {}).items()), "", ""]
+    return "\r\n".join(lines).encode("latin-1") + (body or b"")
+
+
 def encode_post(endpoint: Endpoint, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
-    """The bytes of one POST with a JSON body, ready to be written as many times as needed."""
-    lines = [
-        f"POST {endpoint.path} HTTP/1.1",
-        f"Host: {endpoint.authority}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        *(f"{name}: {value}" for name, value in (headers or {}).items()),
-        "",
-        "",
-    ]
-    return "\r\n".join(lines).encode("latin-1") + body
+    """The bytes of one POST with a JSON body to the endpoint's path."""
+    return encode_request(endpoint, "POST", None, body, headers)
+
+
+def encode_get(endpoint: Endpoint, path: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """The bytes of one GET of `path` on the endpoint's server."""
+    return encode_request(endpoint, "GET", path, None, headers)
 
 
 def parse_response(buffer: bytearray) -> tuple[int, bytes, bool, int] | None:

@@ -23,15 +23,26 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from hsepay.bench.httpclient import Connection, Endpoint, connect, encode_post
+from hsepay.bench.httpclient import Connection, Endpoint, connect, encode_request
 from hsepay.bench.stats import Histogram, rate_series
 
-__all__ = ["LoadResult", "generate_load"]
+__all__ = ["Call", "LoadResult", "generate_load"]
 
 TICK = 0.1
 """Completions are counted per TICK seconds of wall-clock time, for the throughput picture."""
+OPEN_LOOP_TICK = 0.005
+"""An open-loop client sends what is due every OPEN_LOOP_TICK seconds (asyncio sleeps ~1 ms at best)."""
+
+
+class Call(NamedTuple):
+    """One request of a load: method, path (None: the URL's), JSON body (None: none), extra headers."""
+
+    method: str
+    path: str | None
+    body: str | None
+    headers: Mapping[str, str]
 
 
 # --- child ---------------------------------------------------------------------------------------
@@ -57,6 +68,8 @@ class ClosedLoop:
         self.ticks: Counter[int] = Counter()
         self.reconnects = 0
         self.opened = 0
+        self.skipped = 0
+        """Open loop only: requests that were due while every connection was busy (not sent)."""
         self._tasks: set[asyncio.Task] = set()
 
     def fire(self, conn: Connection) -> None:
@@ -115,11 +128,14 @@ class ClosedLoop:
                 if conn.busy and now - conn.sent_at > self.timeout:
                     conn.abort(TimeoutError())
 
+    def start(self) -> None:
+        for conn in list(self.conns):
+            self.fire(conn)
+
     async def run(self, warmup: float, duration: float) -> dict[str, Any]:
         watchdog = asyncio.create_task(self._watch_timeouts())
         cpu_load_began = time.process_time()
-        for conn in list(self.conns):
-            self.fire(conn)
+        self.start()
         await asyncio.sleep(warmup)
         self.measuring = True
         began, cpu_began = time.perf_counter(), time.process_time()
@@ -151,7 +167,51 @@ class ClosedLoop:
             "ticks": dict(self.ticks),
             "reconnects": self.reconnects,
             "unfinished": unfinished,
+            "skipped": self.skipped,
         }
+
+
+class OpenLoop(ClosedLoop):
+    """Requests at a fixed rate whatever the answers (a stall shows up as skipped requests and
+    latency instead of a lower rate), each on a connection that is free at the time."""
+
+    def __init__(self, endpoint: Endpoint, requests: Sequence[bytes], *, timeout: float, rate: float) -> None:
+        super().__init__(endpoint, requests, timeout=timeout)
+        self.rate = rate
+        self.idle: list[Connection] = []
+        self._ticker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.idle = [conn for conn in self.conns if conn.open]
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def answered(self, conn: Connection, status: int, body: bytes, keep_alive: bool) -> None:
+        super().answered(conn, status, body, False)
+        if keep_alive and conn.open and not self.stopping:
+            self.idle.append(conn)
+
+    def lost(self, conn: Connection, exc: BaseException | None) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+        super().lost(conn, exc)
+
+    def fire(self, conn: Connection) -> None:  # a reopened connection waits for its turn
+        if conn.open and not self.stopping:
+            self.idle.append(conn)
+
+    async def _tick(self) -> None:
+        began, sent = time.perf_counter(), 0
+        while not self.stopping:
+            due = int((time.perf_counter() - began) * self.rate) - sent
+            for _ in range(due):
+                sent += 1
+                if not self.idle:
+                    self.skipped += 1
+                    continue
+                conn = self.idle.pop()
+                conn.send(self.requests[self.next % len(self.requests)])
+                self.next += 1
+            await asyncio.sleep(OPEN_LOOP_TICK)
 
 
 def _peak_rss_kb(usage: resource.struct_rusage) -> int:
@@ -174,8 +234,14 @@ def _say(message: Mapping[str, Any]) -> None:
 
 async def _child(spec: Mapping[str, Any]) -> None:
     endpoint = Endpoint(spec["url"])
-    requests = [encode_post(endpoint, body.encode(), headers) for body, headers in spec["requests"]]
-    loop = ClosedLoop(endpoint, requests, timeout=spec["timeout"])
+    requests = [
+        encode_request(endpoint, method, path, None if body is None else body.encode(), headers)
+        for method, path, body, headers in spec["requests"]
+    ]
+    if spec.get("rate"):
+        loop: ClosedLoop = OpenLoop(endpoint, requests, timeout=spec["timeout"], rate=spec["rate"])
+    else:
+        loop = ClosedLoop(endpoint, requests, timeout=spec["timeout"])
     try:
         await loop.open(spec["connections"])
     except OSError as exc:
@@ -236,6 +302,8 @@ class LoadResult:
     warmup_s: float = 0.0
     reconnects: int = 0
     unfinished: int = 0
+    skipped: int = 0
+    """Open loop: requests due while every connection of their process was busy."""
 
     @property
     def requests(self) -> int:
@@ -259,16 +327,20 @@ class LoadResult:
 
 async def generate_load(
     url: str,
-    requests: Sequence[tuple[str, Mapping[str, str]]],
+    requests: Sequence[Call],
     *,
     connections: int,
     processes: int,
     warmup: float,
     duration: float,
     timeout: float = 10.0,
+    rate: float | None = None,
 ) -> LoadResult:
-    """POST each of `requests` (JSON body, extra headers) in turn, over `connections` keep-alive
-    connections spread over `processes` client processes; measure `duration` seconds after `warmup`."""
+    """Send each of `requests` in turn to `url`'s server, over `connections` keep-alive connections
+    spread over `processes` client processes; measure `duration` seconds after `warmup`.
+
+    A closed loop (each connection sends its next request when its answer arrives) unless `rate`
+    is given: then `rate` requests per second in all, on a fixed schedule (an open loop)."""
     processes = max(1, min(processes, connections))
     shares = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
     children = []
@@ -285,7 +357,8 @@ async def generate_load(
             spec = {
                 "url": url,
                 "connections": share,
-                "requests": [[body, dict(headers)] for body, headers in requests],
+                "requests": [[call.method, call.path, call.body, dict(call.headers)] for call in requests],
+                "rate": rate / len(shares) if rate else None,
                 "warmup": warmup,
                 "duration": duration,
                 "timeout": timeout,
@@ -340,6 +413,7 @@ def _merge(results: Sequence[Mapping[str, Any]], connections: int, started_at: f
         merged.ticks.update({int(k): v for k, v in r["ticks"].items()})
         merged.reconnects += r["reconnects"]
         merged.unfinished += r["unfinished"]
+        merged.skipped += r.get("skipped", 0)
         merged.clients.append(
             ClientProcess(
                 r["pid"], r["connections"], r["cpu_window_s"], r["cpu_load_s"], r["cpu_total_s"], r["max_rss_kb"] / 1024

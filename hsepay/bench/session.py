@@ -20,7 +20,7 @@ from hsepay import registry
 from hsepay.audit import check_invariants
 from hsepay.auth import TokenIssuer
 from hsepay.bench.results import Context, Verdict
-from hsepay.bench.stack import Scratch, Stack, describe_engines, saga_roles
+from hsepay.bench.stack import API_ROLES, Scratch, Stack, describe_engines, saga_roles
 from hsepay.bench.usage import Tracked
 from hsepay.config import Settings
 from hsepay.orders.tables import orders
@@ -59,9 +59,12 @@ class SagaSession:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, settings: Settings, *, one_process: bool = False, auth: bool = False
+        cls, settings: Settings, *, one_process: bool = False, auth: bool = False, apis_only: bool = False
     ) -> AsyncIterator[SagaSession]:
-        """Prepare scratch data, start the roles, wait until every one is ready; stop them all at the end."""
+        """Prepare scratch data, start the roles, wait until every one is ready; stop them all at the end.
+        `apis_only`: start the two APIs alone; `start_workers()` starts the relays and consumers later."""
+        if apis_only and one_process:
+            raise ValueError("one process (hsepay up) cannot start its APIs without its workers")
         scratch = await asyncio.to_thread(Scratch.prepare, settings, SAGA_DATABASES, auth=auth, name="saga")
         system = await scratch.system(SAGA_DATABASES)
         specs, ports = saga_roles(one_process=one_process, auth=auth)
@@ -72,11 +75,20 @@ class SagaSession:
             for spec in registry.with_database():
                 await ensure_topics(system[spec.name].broker, spec.produces(system.settings.kafka))
             session.engines = await describe_engines(system)
-            await stack.start()
+            await stack.start(only=API_ROLES if apis_only else None)
             yield session
         finally:
             await asyncio.to_thread(stack.stop)
             await scratch.close(system)
+
+    @property
+    def workers_held(self) -> bool:
+        """Whether roles were held back at `open(apis_only=True)` and are not started yet."""
+        return any(role.proc is None for role in self.stack.roles.roles.values())
+
+    async def start_workers(self) -> float:
+        """Start the roles `open(apis_only=True)` held back; seconds until they were ready."""
+        return await self.stack.start_rest()
 
     @property
     def orders_url(self) -> str:

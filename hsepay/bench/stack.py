@@ -238,23 +238,43 @@ class Stack:
         for spec in self.specs:
             self.roles.add(Role(spec.name, spec.args, self.scratch.environ, self.scratch.work_dir))
 
-    async def start(self, timeout: float = 120.0) -> float:
-        """Start every role and wait until each answers 200 on /health/ready; seconds it took."""
+    async def start(self, timeout: float = 120.0, only: Iterable[str] | None = None) -> float:
+        """Start every role (or those named in `only`) and wait until each answers 200 on
+        /health/ready; seconds it took."""
         self.started_at = time.monotonic()
-        self.roles.start_all()
-        await self.roles.wait_ready({spec.name: spec.ready_url for spec in self.specs}, timeout)
+        wanted = [spec for spec in self.specs if only is None or spec.name in set(only)]
+        for spec in wanted:
+            self.roles.roles[spec.name].start()
+        await self.roles.wait_ready({spec.name: spec.ready_url for spec in wanted}, timeout)
         self.ready_s = time.monotonic() - self.started_at
         return self.ready_s
+
+    async def start_rest(self, timeout: float = 120.0) -> float:
+        """Start the roles `start(only=...)` left out and wait until they are ready; seconds it took."""
+        began = time.monotonic()
+        rest = [spec for spec in self.specs if self.roles.roles[spec.name].proc is None]
+        for spec in rest:
+            self.roles.roles[spec.name].start()
+        await self.roles.wait_ready({spec.name: spec.ready_url for spec in rest}, timeout)
+        return time.monotonic() - began
 
     def tracked(self) -> list[Tracked]:
         # with_children: `hsepay serve` runs its API in granian worker processes under it
         return [Tracked(name, role.pid, with_children=True) for name, role in self.roles.roles.items() if role.pid]
 
     def died(self) -> dict[str, int | None]:
-        return {name: self.roles.roles[name].proc.returncode for name in self.roles.dead()}
+        return {
+            name: self.roles.roles[name].proc.returncode
+            for name in self.roles.dead()
+            if self.roles.roles[name].proc is not None  # never started (held back) is not dead
+        }
 
     def stop(self) -> dict[str, int | None]:
         return self.roles.stop_all()
+
+
+API_ROLES = ("api-payments", "api-orders")
+"""The roles of `saga_roles` that serve HTTP (the rest are workers)."""
 
 
 def _local_listener(host: str, port: int) -> int | None:

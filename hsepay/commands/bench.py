@@ -7,6 +7,7 @@ themselves live in hsepay/bench/.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,11 @@ AuthOption = Annotated[
     bool, typer.Option("--auth", help="Serve with authentication: every user orders with its own bearer token.")
 ]
 TimeoutOption = Annotated[float, typer.Option(min=1, help="Seconds every order has to become final.")]
+
+
+class Watch(StrEnum):
+    http = "http"
+    db = "db"
 
 
 @dataclass(frozen=True)
@@ -216,15 +222,33 @@ def latency(
     rate: Annotated[float, typer.Option(min=0.1, max=10_000, help="Orders per second, on a fixed schedule.")] = 50,
     users: Annotated[int, typer.Option(min=1, max=100_000, help="Distinct users ordering.")] = 100,
     timeout: TimeoutOption = 30,
+    watch: Annotated[
+        Watch,
+        typer.Option(
+            help="How the final status is seen: http = the client polls GET /order/{id} (what a user sees); "
+            "db = the bench asks the orders database every 1 ms (no load on the API)."
+        ),
+    ] = Watch.http,
+    poll_every: Annotated[
+        float, typer.Option(min=0.1, max=10_000, help="Milliseconds between a client's GETs (--watch http).")
+    ] = 2.0,
+    reads: Annotated[
+        float,
+        typer.Option(
+            min=0, max=100_000, help="Also GET /order/{id} this many times a second in the background (open loop)."
+        ),
+    ] = 0.0,
     one_process: OneProcessOption = False,
     auth: AuthOption = False,
     as_json: JsonOption = False,
     report: ReportOption = None,
 ) -> None:
-    """Orders over HTTP at a steady rate, each timed from its POST to its final status; the first
-    order after the roles say ready is timed on its own.
+    """Orders over HTTP at a steady rate, each timed from its POST until a client polling
+    GET /order/{id} every 2 ms sees its final status; the first order after the roles say ready is
+    timed on its own.
 
     Example: hsepay bench latency --samples 500 --rate 50 --report latency.html
+    Example: hsepay bench latency --one-process --reads 1000   # readers must not starve the saga
     """
     settings = _settings()
 
@@ -233,7 +257,18 @@ def latency(
         from hsepay.bench.session import SagaSession
 
         async with SagaSession.open(settings, one_process=one_process, auth=auth) as session:
-            return [await run_latency(session, samples=samples, rate=rate, users=users, timeout=timeout)]
+            return [
+                await run_latency(
+                    session,
+                    samples=samples,
+                    rate=rate,
+                    users=users,
+                    timeout=timeout,
+                    watch=watch.value,
+                    poll_every=poll_every / 1000,
+                    reads=reads,
+                )
+            ]
 
     _show(_run(body), as_json, report)
 
@@ -250,6 +285,16 @@ def http(
         typer.Option(help="Load this URL instead (e.g. another implementation of POST /orders); not audited."),
     ] = None,
     timeout: TimeoutOption = 120,
+    api_only: Annotated[
+        bool,
+        typer.Option(
+            "--api-only",
+            help="POST /orders alone: the relays and consumers start after the load (then settle and are audited).",
+        ),
+    ] = False,
+    read: Annotated[
+        bool, typer.Option("--read", help="GET /order/{id} of orders placed beforehand instead of POST /orders.")
+    ] = False,
     one_process: OneProcessOption = False,
     auth: AuthOption = False,
     as_json: JsonOption = False,
@@ -262,8 +307,12 @@ def http(
     audit must hold. HSEPAY_RATE_LIMIT is 0 for the APIs (the whole load comes from one address).
 
     Example: hsepay bench http --connections 64 --clients 2 --duration 20 --report http.html
+    Example: hsepay bench http --api-only      # POST /orders alone, workers stopped
+    Example: hsepay bench http --read          # GET /order/{id}: CPU per read in the API
     """
     settings = _settings()
+    if api_only and one_process:
+        raise typer.BadParameter("hsepay up runs its workers with its APIs", param_hint="--api-only")
 
     async def body():
         import uuid
@@ -279,7 +328,7 @@ def http(
                     target, people, connections=connections, clients=clients, warmup=warmup, duration=duration
                 )
             ]
-        async with SagaSession.open(settings, one_process=one_process, auth=auth) as session:
+        async with SagaSession.open(settings, one_process=one_process, auth=auth, apis_only=api_only) as session:
             return [
                 await run_http(
                     session,
@@ -289,6 +338,7 @@ def http(
                     duration=duration,
                     users=users,
                     settle_timeout=timeout,
+                    read=read,
                 )
             ]
 

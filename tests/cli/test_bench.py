@@ -77,6 +77,8 @@ def test_quick_runs_every_scenario_and_writes_the_report(bench_env, tmp_path):
     assert latency["first_order_ms"] > 0  # timed on the fresh stack, before the others
     assert latency["end_to_end"]["p50_ms"] >= latency["accepted"]["p50_ms"] > 0
     assert latency["statuses"] == {"202": 20}
+    # seen as a client sees it: each order polled with GET /order/{id} until final, every GET counted
+    assert latency["watch"] == "http" and latency["gets"] >= 20 and set(latency["get_statuses"]) == {"200"}
     _assert_every_role_measured(latency, SAGA_ROLES)
 
     http = scenarios["http"]
@@ -119,6 +121,41 @@ def test_drain_in_one_process_counts_every_order_of_each_backlog(bench_env):
     assert figures["cost_ratio_last_to_first"] == round(second["orders_per_s"] / first["orders_per_s"], 3)
     assert "up" in _processes(first) and "api-orders" not in _processes(first)
     assert figures["context"]["layout"] == "everything in one process (hsepay up)"
+
+
+def test_http_api_only_starts_the_workers_after_the_load_and_settles_every_order(bench_env):
+    figures = _invoke("http", "--api-only", "--connections", "4", "--duration", "1", "--warmup", "0.2", "--users", "5")
+
+    assert figures["ok"] is True and figures["workers_during_load"] is False
+    assert figures["orders_accepted"] == figures["orders_in_database"] == figures["statuses_total"]["202"] > 0
+    measured = set(_processes(figures))
+    assert {"api-orders", "api-payments"} <= measured  # the load ran against the APIs alone
+    assert not measured & {"relay-orders", "relay-payments", "consume-orders", "consume-payments"}
+    assert figures["verdict"]["audit"]["facts"]["orders_in_flight"] == 0  # settled once the workers ran
+
+
+def test_http_read_gets_orders_of_their_own_users(bench_env):
+    figures = _invoke(
+        "http", "--read", "--auth", "--connections", "4", "--duration", "1", "--warmup", "0.2", "--users", "5"
+    )
+    assert figures["ok"] is True and "GET" in figures["target"]
+    assert figures["statuses_total"] == {"200": sum(figures["statuses_total"].values())} and figures["requests"] > 0
+    assert figures["orders_in_database"] == 0  # reads place nothing
+
+
+def test_latency_with_background_reads_in_one_process(bench_env):
+    figures = _invoke("latency", "--one-process", "--samples", "10", "--users", "5", "--reads", "200")
+
+    assert figures["ok"] is True and figures["samples"] == 10
+    reads = figures["background_reads"]
+    assert reads["rate_asked"] == 200 and reads["statuses"] == {"200": sum(reads["statuses"].values())}
+    assert sum(reads["statuses"].values()) > 0 and reads["transport_errors"] == {}
+    assert any(p["name"].startswith("read client") for p in figures["processes"])
+
+
+def test_latency_seen_from_the_database(bench_env):
+    figures = _invoke("latency", "--watch", "db", "--samples", "5", "--users", "5")
+    assert figures["ok"] is True and figures["watch"] == "db" and figures["gets"] == 0
 
 
 def test_http_with_tokens(bench_env):

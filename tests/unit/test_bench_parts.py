@@ -8,7 +8,8 @@ import random
 import pytest
 
 from hsepay.bench.http import HttpResult
-from hsepay.bench.httpclient import Endpoint, Pool, ProtocolError, encode_post, parse_response
+from hsepay.bench.httpclient import Endpoint, Pool, ProtocolError, encode_get, encode_post, parse_response
+from hsepay.bench.loadgen import OpenLoop
 from hsepay.bench.results import Chart, Context, Verdict
 from hsepay.bench.stats import Histogram, progress_series, rate_series
 from hsepay.bench.svg import histogram_svg, series_svg
@@ -23,6 +24,34 @@ def test_a_request_is_encoded_once_with_its_length_and_headers():
     assert body == b'{"a": 1}'
     with pytest.raises(ValueError):
         Endpoint("https://example.com/orders")
+
+
+def test_a_get_has_its_own_path_and_no_body():
+    endpoint = Endpoint("http://127.0.0.1:8081/order")
+    raw = encode_get(endpoint, "/order/abc", {"Authorization": "Bearer t"})
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"GET /order/abc HTTP/1.1"
+    assert b"Content-Length" not in head and b"Content-Type" not in head and b"Authorization: Bearer t" in head
+    assert body == b""
+
+
+async def test_an_open_loop_never_queues_behind_a_busy_connection():
+    """A server that never answers: the open loop sends one request per connection, and every
+    request due after that is counted as skipped, not sent late."""
+    held = []
+
+    async def never_answer(reader, writer):
+        held.append(writer)
+        await reader.read()  # until the client closes
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    endpoint = Endpoint(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/order")
+    loop = OpenLoop(endpoint, [encode_get(endpoint, "/order/x")], timeout=0.05, rate=1000)
+    await loop.open(2)
+    result = await loop.run(warmup=0.0, duration=0.1)
+    assert result["statuses_total"] == {} and result["unfinished"] == 2  # both connections took one request
+    assert result["skipped"] >= 1
+    server.close()
 
 
 def test_responses_are_framed_by_length_by_chunks_and_across_reads():
