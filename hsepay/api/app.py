@@ -33,9 +33,11 @@ from hsepay.api.problems import (
 )
 from hsepay.batching import GroupCommit
 from hsepay.config import ApiSettings, SecuritySettings
+from hsepay.group_read import GroupRead
 from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
 from hsepay.observability.probes import DatabaseSource
 from hsepay.observability.sources import watching
+from hsepay.orders import operations as orders_operations
 from hsepay.orders import tables as orders_tables
 from hsepay.orders.intake import accept_orders, one_claim_per_key
 from hsepay.payments import tables as payments_tables
@@ -51,11 +53,15 @@ DEFAULT_SECURITY = SecuritySettings()  # auth off, as with HSEPAY_AUTH_SECRET un
 
 
 def _lifespan(
-    engine: AsyncEngine, tables: ModuleType, settings: ApiSettings, service: str, closing: GroupCommit | None = None
+    engine: AsyncEngine,
+    tables: ModuleType,
+    settings: ApiSettings,
+    service: str,
+    closing: Sequence[GroupCommit | GroupRead] = (),
 ):
     """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs, report the
-    service database to /metrics and /health/ready, and at the end let the group commit finish the
-    transactions it has in flight."""
+    service database to /metrics and /health/ready, and at the end let the group commit and group
+    read finish what they have in flight."""
 
     async def purge(conn: AsyncConnection) -> int:
         return await idempotency.purge_expired(conn, tables.idempotency_keys, older_than=settings.idempotency_ttl)
@@ -78,8 +84,8 @@ def _lifespan(
             finally:
                 stop.set()
                 await task
-                if closing is not None:
-                    await closing.close()
+                for batcher in closing:
+                    await batcher.close()
 
     return lifespan
 
@@ -175,8 +181,9 @@ def create_orders_app(
         ),
         separate=one_claim_per_key,
     )
-    lifespan = _lifespan(engine, orders_tables, api, "orders", closing=intake)
-    dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake}
+    reader = GroupRead(engine, orders_operations.find_orders)
+    lifespan = _lifespan(engine, orders_tables, api, "orders", closing=(intake, reader))
+    dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake, "reader": reader}
     return _app("hsepay orders", [OrderController], dependencies, lifespan, security, "orders", announce)
 
 

@@ -19,6 +19,7 @@ from hsepay.api.openapi import AcceptedWithLocation, Documented, Paginated, prob
 from hsepay.api.schemas import OrderAccepted, OrderView
 from hsepay.batching import GroupCommit
 from hsepay.errors import Forbidden, InvalidRequest
+from hsepay.group_read import GroupRead
 from hsepay.idempotency import StoredResponse
 from hsepay.ids import parse_uuid
 from hsepay.money import Amount
@@ -107,12 +108,11 @@ class OrderController(Controller):
         operation_class=Documented,
     )
     async def get_order(
-        self, request: Request, engine: NamedDependency[AsyncEngine], order_id: OrderIdInPath
+        self, request: Request, reader: NamedDependency[GroupRead], order_id: OrderIdInPath
     ) -> OrderView:
         wanted = _parse_order_id(order_id)
-        async with engine.connect() as conn:
-            order = await operations.get_order(conn, wanted)
-        if not caller_of(request).may_act_for(order.user_id):
+        order = await reader.get(wanted)  # concurrent reads share one query (hsepay.group_read)
+        if order is None or not caller_of(request).may_act_for(order.user_id):
             raise OrderNotFound(f"no order {wanted}")  # another user's order: as if it did not exist
         return _order_view(order)
 

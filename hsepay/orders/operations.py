@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,6 +31,7 @@ __all__ = [
     "apply_payment_results",
     "create_order",
     "create_orders",
+    "find_orders",
     "get_order",
     "list_orders",
     "redrive_stale_orders",
@@ -104,6 +106,30 @@ async def create_order(
     """Insert one order and its payment request (outbox) in the caller's transaction: both or neither."""
     (order,) = await create_orders(conn, [NewOrder(user_id, amount, description)], topic=topic)
     return order
+
+
+_FIND_ORDERS = (
+    "SELECT id, user_id, amount, description, status, reason, created_at, updated_at FROM orders WHERE id = ANY(%s)"
+)
+
+
+async def find_orders(conn: psycopg.AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Order]:
+    """The orders of `ids` that exist, by id: one prepared statement on a psycopg connection (the
+    API's group read of GET /order/{id}; see hsepay.group_read)."""
+    cursor = await conn.execute(_FIND_ORDERS, (list(ids),), prepare=True)
+    return {
+        row[0]: Order(
+            id=row[0],
+            user_id=row[1],
+            amount=row[2],
+            description=row[3],
+            status=row[4],
+            reason=row[5],
+            created_at=row[6],
+            updated_at=row[7],
+        )
+        for row in await cursor.fetchall()
+    }
 
 
 async def get_order(conn: AsyncConnection, order_id: uuid.UUID) -> Order:
