@@ -7,6 +7,10 @@ and the next transaction takes them all (up to `max_batch`). A batch that fails 
 other than the database being unavailable is retried one item at a time, so that one bad item
 fails alone; an unavailable database fails every item of the batch with that error (503).
 Nothing waits on a timer: a lone request goes at once.
+
+A batch that `apply` writes with one statement (`single_statement` says which) runs in autocommit:
+PostgreSQL makes one statement atomic by itself, so BEGIN and COMMIT would be two more round trips
+for nothing (a lone order: 4 round trips → 1).
 """
 
 from __future__ import annotations
@@ -50,11 +54,15 @@ class GroupCommit(Generic[Item, Result]):
         max_batch: int = 256,
         in_flight: int = 2,
         separate: Callable[[Sequence[Item]], tuple[list[int], list[int]]] | None = None,
+        single_statement: Callable[[Sequence[Item]], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.apply = apply
         self.max_batch = max_batch
         self.separate = separate
+        self.single_statement = single_statement
+        """Whether `apply` writes a batch with exactly one statement (then no transaction is opened)."""
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if single_statement else None
         self._queue: list[_Waiting] = []
         self._slots = asyncio.Semaphore(in_flight)
         self._tasks: set[asyncio.Task] = set()
@@ -109,6 +117,9 @@ class GroupCommit(Generic[Item, Result]):
             _settle(waiting.future, result)
 
     async def _transaction(self, items: Sequence[Item]) -> list[Result | BaseException]:
+        if self._autocommit is not None and self.single_statement(items):
+            async with self._autocommit.connect() as conn:
+                return await self.apply(conn, items)
         async with self.engine.begin() as conn:
             return await self.apply(conn, items)
 

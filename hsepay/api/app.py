@@ -39,7 +39,7 @@ from hsepay.observability.probes import DatabaseSource
 from hsepay.observability.sources import watching
 from hsepay.orders import operations as orders_operations
 from hsepay.orders import tables as orders_tables
-from hsepay.orders.intake import accept_orders, one_claim_per_key
+from hsepay.orders.intake import accept_orders, none_keyed, one_claim_per_key
 from hsepay.payments import tables as payments_tables
 from hsepay.periodic import Periodic, in_transaction, run_periodic
 
@@ -180,6 +180,7 @@ def create_orders_app(
             accept_orders, topic=orders_topic, keys=orders_tables.idempotency_keys, respond=order_accepted
         ),
         separate=one_claim_per_key,
+        single_statement=none_keyed,
     )
     reader = GroupRead(engine, orders_operations.find_orders)
     lifespan = _lifespan(engine, orders_tables, api, "orders", closing=(intake, reader))

@@ -18,7 +18,7 @@ from hsepay.idempotency import Claim, StoredResponse
 from hsepay.orders.model import Order
 from hsepay.orders.operations import NewOrder, create_orders
 
-__all__ = ["OrderRequest", "Replayed", "accept_orders", "one_claim_per_key"]
+__all__ = ["OrderRequest", "Replayed", "accept_orders", "none_keyed", "one_claim_per_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,10 @@ async def accept_orders(
     respond: Callable[[Order], StoredResponse],
 ) -> list[StoredResponse | Replayed | BaseException]:
     """Claim the batch's keys, create the orders of the requests not answered before, and store the
-    answers of the keyed ones; `respond` turns a new order into the answer its request gets."""
+    answers of the keyed ones; `respond` turns a new order into the answer its request gets.
+
+    A batch without a key (`none_keyed`) is written by exactly one statement (`create_orders`),
+    which lets the group commit run it without a transaction around it."""
     answers: list[StoredResponse | Replayed | BaseException | None] = [None] * len(requests)
     keyed = [i for i, request in enumerate(requests) if request.claim is not None]
     outcomes = await idempotency.claim_many(conn, keys, [requests[i].claim for i in keyed])
@@ -60,6 +63,11 @@ async def accept_orders(
         conn, keys, [(requests[i].claim, answers[i]) for i in fresh if requests[i].claim is not None]
     )
     return answers  # type: ignore[return-value]
+
+
+def none_keyed(requests: Sequence[OrderRequest]) -> bool:
+    """Whether no request of the batch carries an Idempotency-Key (then `accept_orders` is one statement)."""
+    return all(request.claim is None for request in requests)
 
 
 def one_claim_per_key(requests: Sequence[OrderRequest]) -> tuple[list[int], list[int]]:

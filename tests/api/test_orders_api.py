@@ -178,12 +178,23 @@ async def test_rolled_back_transaction_leaves_neither_order_nor_outbox_row(order
         assert (await conn.execute(select(orders).where(orders.c.id == created.id))).first() is None
 
 
-async def test_failed_outbox_insert_leaves_no_order(orders_client, orders_db, monkeypatch):
-    async def broken_enqueue(*args, **kwargs):
-        raise RuntimeError("outbox unavailable")
-
-    monkeypatch.setattr(operations, "enqueue", broken_enqueue)  # our own function, not the database
-    response = await orders_client.post("/orders", json={"user_id": str(uuid.uuid4()), "amount": 10})
+async def test_failed_outbox_insert_leaves_no_order(orders_client, orders_db, orders_engine):
+    # The database itself refuses the payment request (a trigger), after the order's row was written
+    # by the same statement: the order must go with it.
+    async with orders_engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'outbox unavailable'; END $$"
+        )
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_outbox()"
+        )
+    try:
+        response = await orders_client.post("/orders", json={"user_id": str(uuid.uuid4()), "amount": 10})
+    finally:
+        async with orders_engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TRIGGER refuse_outbox ON outbox")
+            await conn.exec_driver_sql("DROP FUNCTION refuse_outbox()")
     # A server fault, not the client's: 500 as problem+json, with no internals in it.
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")

@@ -13,16 +13,34 @@ from hsepay.batching import GroupCommit
 
 
 class FakeEngine:
-    """engine.begin() as a context manager; records what each transaction held."""
+    """engine.begin() as a context manager; records what each transaction held. Its autocommit
+    form (`execution_options(isolation_level="AUTOCOMMIT").connect()`) opens no transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, autocommit: bool = False) -> None:
         self.transactions: list[list] = []
         self.gate: asyncio.Event | None = None
+        self.autocommit = autocommit
+        self.in_transaction = False
 
     @contextlib.asynccontextmanager
     async def begin(self):
         if self.gate is not None:
             await self.gate.wait()
+        self.in_transaction = True
+        try:
+            yield self
+        finally:
+            self.in_transaction = False
+
+    def execution_options(self, isolation_level: str) -> FakeEngine:
+        assert isolation_level == "AUTOCOMMIT"
+        engine = FakeEngine(autocommit=True)
+        engine.transactions = self.transactions
+        return engine
+
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        assert self.autocommit
         yield self
 
 
@@ -81,6 +99,22 @@ async def test_an_unavailable_database_fails_the_whole_batch_without_retrying_it
     results = await _gather(commit, range(5))
     assert all(isinstance(r, OperationalError) for r in results)
     assert sum(len(c) for c in calls) == 5  # each item in one transaction attempt only
+
+
+async def test_a_batch_written_by_one_statement_runs_without_a_transaction():
+    """BEGIN and COMMIT are two round trips: a batch its `apply` writes with one statement (which
+    PostgreSQL makes atomic by itself) goes without them; the others keep their transaction."""
+    engine = FakeEngine()
+    seen = []
+
+    async def apply(conn, items):
+        seen.append((list(items), conn.in_transaction, conn.autocommit))
+        return list(items)
+
+    commit = GroupCommit(engine, apply, in_flight=1, single_statement=lambda items: all(i > 0 for i in items))
+    assert await commit.submit(1) == 1
+    assert await commit.submit(-1) == -1
+    assert seen == [([1], False, True), ([-1], True, False)]
 
 
 async def test_separate_defers_items_to_the_next_batch():
