@@ -21,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from hsepay import __version__, idempotency
 from hsepay.api.bodies import ClosedStructSchemaPlugin
 from hsepay.api.guard import Guard
+from hsepay.api.lane import orders_lane
 from hsepay.api.openapi import BEARER, bearer_components, fix_options_allow
 from hsepay.api.openapi30 import Json30RenderPlugin, OfflineSwagger30
-from hsepay.api.orders import OrderController, order_accepted
+from hsepay.api.orders import OrderController, lane_request, order_accepted
 from hsepay.api.payments import AccountController
 from hsepay.api.problems import (
     database_error_handler,
@@ -98,6 +99,7 @@ def _app(
     security: SecuritySettings,
     service: str,
     announce: bool = True,
+    lane: Callable[[Any], Any] | None = None,
 ) -> Litestar:
     if announce and not security.auth_enabled:
         log.warning(
@@ -106,7 +108,7 @@ def _app(
     guarded = Router(
         path="/",
         route_handlers=list(controllers),
-        middleware=[Guard(security).middleware],
+        middleware=[Guard(security).middleware, *([lane] if lane is not None else [])],
         security=[{BEARER: []}] if security.auth_enabled else None,
     )
     app = Litestar(
@@ -173,7 +175,10 @@ def create_orders_app(
     api: ApiSettings = DEFAULT_API_SETTINGS,
     security: SecuritySettings = DEFAULT_SECURITY,
     announce: bool = True,
+    fast_lane: bool = True,
 ) -> Litestar:
+    """The orders API. `fast_lane=False` sends every request through its Litestar handler: the
+    reference the lane (hsepay.api.lane) is tested against."""
     intake = GroupCommit(
         engine,
         functools.partial(
@@ -185,7 +190,8 @@ def create_orders_app(
     reader = GroupRead(engine, orders_operations.find_orders)
     lifespan = _lifespan(engine, orders_tables, api, "orders", closing=(intake, reader))
     dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake, "reader": reader}
-    return _app("hsepay orders", [OrderController], dependencies, lifespan, security, "orders", announce)
+    lane = orders_lane(reader.get, lane_request, intake.submit, MAX_BODY_BYTES) if fast_lane else None
+    return _app("hsepay orders", [OrderController], dependencies, lifespan, security, "orders", announce, lane)
 
 
 def api_documents(security: SecuritySettings) -> dict[str, OpenAPI]:
