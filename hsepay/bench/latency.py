@@ -28,6 +28,7 @@ import msgspec
 import psycopg
 from sqlalchemy import func, select
 
+from hsepay.bench.hops import HOPS, hop_histograms
 from hsepay.bench.httpclient import Endpoint, Pool, encode_post
 from hsepay.bench.loadgen import Call, LoadResult, generate_load
 from hsepay.bench.results import Chart, Context, Verdict, per_unit_ms
@@ -73,6 +74,11 @@ class LatencyResult:
     reads: LoadResult | None = None
     """The background reads, if any."""
     reads_rate: float = 0.0
+    hops: list[Histogram] = field(default_factory=list)
+    """Per hop of hsepay.bench.hops.HOPS, over the timed orders with every timestamp."""
+    hops_complete: int = 0
+    same_clock: bool = True
+    """PostgreSQL runs on this machine: the hops add up to the client's view."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +91,12 @@ class LatencyResult:
             "gets_per_order": round(self.gets / self.end_to_end.count, 1) if self.end_to_end.count else None,
             "get_statuses": {str(k): v for k, v in sorted(self.get_statuses.items())},
             "background_reads": self._reads_json(),
+            "hops": {
+                "orders": self.hops_complete,
+                "same_clock": self.same_clock,
+                "p50_ms": {name: h.summary_ms()["p50_ms"] for (name, _), h in zip(HOPS, self.hops, strict=False)},
+                "p90_ms": {name: h.summary_ms()["p90_ms"] for (name, _), h in zip(HOPS, self.hops, strict=False)},
+            },
             "samples": self.end_to_end.count,
             "first_order_ms": self.first_order_ms,
             "ready_s": None if self.ready_s is None else round(self.ready_s, 2),
@@ -129,6 +141,9 @@ class LatencyResult:
         ]
         if self.watch == "http" and e2e["count"]:
             rows.append(("GETs by the polling clients (per order)", f"{self.gets:,} ({self.gets / e2e['count']:.1f})"))
+        for (name, what), histogram in zip(HOPS, self.hops, strict=False):
+            hop = histogram.summary_ms()
+            rows.append((f"hop {name} p50 / p90", f"{hop['p50_ms']} / {hop['p90_ms']} ms ({what})"))
         if self.reads is not None:
             lat = self.reads.histogram.summary_ms()
             rows.append(
@@ -168,6 +183,8 @@ class _Timer:
         self.end_to_end, self.accepted = Histogram(), Histogram()
         self.ids: list[uuid.UUID] = []
         self.owners: dict[uuid.UUID, uuid.UUID] = {}
+        self.walls: dict[uuid.UUID, tuple[float, float]] = {}
+        """Order id -> (POST sent, final seen) as Unix times, for the hops."""
         self.points: list[tuple[float, float]] = []
         self.statuses: dict[int, int] = {}
         self.late = 0
@@ -177,7 +194,7 @@ class _Timer:
         """POST one order and wait for its final status; seconds it took (None if it failed)."""
         body = msgspec.json.encode({"user_id": str(user), "amount": 1, "description": "latency"})
         request = encode_post(self.endpoint, body, self.session.headers(user))
-        sent = time.perf_counter()
+        sent, sent_wall = time.perf_counter(), time.time()
         try:
             status, answer = await self.pool.request(request, timeout=self.timeout)
         except (OSError, TimeoutError) as exc:
@@ -202,6 +219,7 @@ class _Timer:
                 self.poller.waiting.pop(order_id, None)
             return None
         took = final - sent
+        self.walls[order_id] = (sent_wall, sent_wall + took)
         self.accepted.record(accepted - sent)
         self.end_to_end.record(took)
         self.points.append((round(sent - origin, 3), round(took * 1000, 2)))
@@ -235,6 +253,7 @@ async def latency(
             first = await timer.one(people[0], time.perf_counter())
             first_ms = None if first is None else round(first * 1000, 1)
             timer.end_to_end, timer.accepted, timer.points, timer.statuses = Histogram(), Histogram(), [], {}
+            timer.walls.clear()
         targets = await _read_targets(timer, people, origin=time.perf_counter()) if reads else []
         if isinstance(poller, HttpWatcher):
             poller.gets, poller.statuses = 0, {}
@@ -268,6 +287,7 @@ async def latency(
         if bad or read_load.errors_total:
             timer.errors.append(f"background reads: statuses {bad}, transport errors {dict(read_load.errors_total)}")
     session.orders_placed += len(timer.ids)
+    hops, complete = await hop_histograms(session.system, {i: timer.walls[i] for i in timer.ids if i in timer.walls})
     saga = Histogram()
     async with session.system.engine("orders").connect() as conn:
         rows = await conn.execute(
@@ -301,6 +321,9 @@ async def latency(
         get_statuses=poller.statuses if isinstance(poller, HttpWatcher) else {},
         reads=read_load,
         reads_rate=reads,
+        hops=hops,
+        hops_complete=complete,
+        same_clock=any(t.name.startswith("postgres") for t in session.scratch.tracked_engines()),
     )
 
 
@@ -317,6 +340,7 @@ async def _read_targets(timer: _Timer, people: list[uuid.UUID], origin: float) -
     placed = [(order_id, timer.owners[order_id]) for order_id in timer.ids[already:]]
     del timer.ids[already:]
     timer.end_to_end, timer.accepted, timer.points, timer.statuses = Histogram(), Histogram(), [], {}
+    timer.walls.clear()
     return placed
 
 
