@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsepay.events import PaymentFailed
@@ -199,9 +199,11 @@ async def list_orders(
 # One statement: each result row with its order's user and amount as they were (NULL: no such
 # order), and the orders it settles. Only a `created` order whose user and amount are the result's
 # changes, so a late, duplicate or mismatched result is a no-op here whatever Python decides.
-_SETTLE = text(
-    "WITH r AS (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:users AS uuid[]), CAST(:amounts AS bigint[]), "
-    "CAST(:statuses AS text[]), CAST(:reasons AS text[])) "
+# Fixed text with the rows as arrays, run as a prepared statement on the driver connection (it may
+# run in the inbox's pipeline, see hsepay.relay.store.pipeline).
+_SETTLE = (
+    "WITH r AS (SELECT * FROM unnest(%(ids)s::uuid[], %(users)s::uuid[], %(amounts)s::bigint[], "
+    "%(statuses)s::text[], %(reasons)s::text[]) "
     "WITH ORDINALITY AS r(id, user_id, amount, status, reason, n)), "
     "settled AS (UPDATE orders AS o SET status = r.status, reason = r.reason, updated_at = now() FROM r "
     "WHERE o.id = r.id AND o.user_id = r.user_id AND o.amount = r.amount AND o.status = 'created' "
@@ -244,7 +246,8 @@ async def apply_payment_results(conn: AsyncConnection, results: Sequence[Payment
     if not results:
         return Settlement([], {})
     failed = [isinstance(result, PaymentFailed) for result in results]
-    rows = await conn.execute(
+    driver = await driver_connection(conn)
+    outcome = await driver.execute(
         _SETTLE,
         {
             "ids": [result.order_id for result in results],
@@ -253,21 +256,22 @@ async def apply_payment_results(conn: AsyncConnection, results: Sequence[Payment
             "statuses": [FAILED if f else SUCCESS for f in failed],
             "reasons": [result.reason if isinstance(result, PaymentFailed) else None for result in results],
         },
+        prepare=True,
     )
     settled: dict[uuid.UUID, Settled] = {}
     mismatched: dict[int, str] = {}
-    for row in rows:
-        position = row.n - 1
+    for n, order_user, order_amount, settled_id, status, created_at, updated_at in await outcome.fetchall():
+        position = n - 1
         result = results[position]
-        if row.order_user is None:
+        if order_user is None:
             mismatched[position] = f"payment result for order {result.order_id}, which does not exist"
-        elif row.order_user != result.user_id or row.order_amount != result.amount:
+        elif order_user != result.user_id or order_amount != result.amount:
             mismatched[position] = (
                 f"payment result does not match order {result.order_id}: user {result.user_id} and amount "
-                f"{result.amount}, the order's are {row.order_user} and {row.order_amount}"
+                f"{result.amount}, the order's are {order_user} and {order_amount}"
             )
-        elif row.settled_id is not None:
-            settled[row.settled_id] = Settled(row.settled_id, row.status, row.created_at, row.updated_at)
+        elif settled_id is not None:
+            settled[settled_id] = Settled(settled_id, status, created_at, updated_at)
     return Settlement(list(settled.values()), mismatched)
 
 

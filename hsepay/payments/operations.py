@@ -9,7 +9,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hsepay.payments.errors import AccountExists, AccountNotFound, BalanceLimitExceeded, DepositAlreadyRecorded
 from hsepay.payments.model import Account, PaymentDecision, PaymentRequest, decide
 from hsepay.payments.tables import accounts, ledger_entries
+from hsepay.relay.store import driver_connection
 
 __all__ = [
     "create_account",
@@ -94,25 +95,25 @@ async def deposit(conn: AsyncConnection, user_id: uuid.UUID, amount: int, *, ref
 
 # The batch's statements have fixed text whatever its size (arrays as parameters), so psycopg
 # parses each once; an IN list or a multi-row VALUES differs with every batch size.
-_LOCK_ACCOUNTS = text(
-    "SELECT user_id, balance FROM accounts WHERE user_id = ANY(CAST(:users AS uuid[])) ORDER BY user_id FOR UPDATE"
+_LOCK_ACCOUNTS = (
+    "SELECT user_id, balance FROM accounts WHERE user_id = ANY(%(users)s::uuid[]) ORDER BY user_id FOR UPDATE"
 )
-_DECIDED = text(
+_DECIDED = (
     "SELECT order_id, user_id, amount, status, reason FROM payment_decisions "
-    "WHERE order_id = ANY(CAST(:order_ids AS uuid[]))"
+    "WHERE order_id = ANY(%(order_ids)s::uuid[])"
 )
-_RECORD = text(
+_RECORD = (
     "WITH decided AS ("
     " INSERT INTO payment_decisions (order_id, user_id, amount, status, reason)"
-    " SELECT * FROM unnest(CAST(:order_ids AS uuid[]), CAST(:users AS uuid[]), CAST(:amounts AS bigint[]),"
-    " CAST(:statuses AS text[]), CAST(:reasons AS text[]))"
+    " SELECT * FROM unnest(%(order_ids)s::uuid[], %(users)s::uuid[], %(amounts)s::bigint[],"
+    " %(statuses)s::text[], %(reasons)s::text[])"
     "), debited AS ("
     " INSERT INTO ledger_entries (user_id, kind, amount, reference)"
-    " SELECT u, 'debit', a, r FROM unnest(CAST(:debit_users AS uuid[]), CAST(:debit_amounts AS bigint[]),"
-    " CAST(:debit_references AS text[])) AS d(u, a, r)"
+    " SELECT u, 'debit', a, r FROM unnest(%(debit_users)s::uuid[], %(debit_amounts)s::bigint[],"
+    " %(debit_references)s::text[]) AS d(u, a, r)"
     ") "
     "UPDATE accounts AS a SET balance = a.balance - t.total, updated_at = now() "
-    "FROM unnest(CAST(:total_users AS uuid[]), CAST(:totals AS bigint[])) AS t(user_id, total) "
+    "FROM unnest(%(total_users)s::uuid[], %(totals)s::bigint[]) AS t(user_id, total) "
     "WHERE a.user_id = t.user_id"
 )
 
@@ -136,17 +137,18 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
     """
     if not requests:
         return []
-    # Lock first, read decisions second: a concurrent batch for the same account has then
-    # committed, and its decisions are visible to the read below (READ COMMITTED).
-    users = sorted({r.user_id for r in requests})
-    locked = await conn.execute(_LOCK_ACCOUNTS, {"users": users})
-    balances = {row.user_id: row.balance for row in locked}
-    order_ids = list({r.order_id for r in requests})
+    # Prepared statements on the driver connection (no SQLAlchemy layers per statement), sent
+    # together when the caller pipelines them (the inbox transaction does): both leave before
+    # either result is read. Lock first, read decisions second: PostgreSQL runs them in that order,
+    # and a statement's snapshot is taken when it starts (READ COMMITTED), so a concurrent batch
+    # for the same account has committed before the read and its decisions are visible to it.
+    driver = await driver_connection(conn)
+    locking = await driver.execute(_LOCK_ACCOUNTS, {"users": sorted({r.user_id for r in requests})}, prepare=True)
+    reading = await driver.execute(_DECIDED, {"order_ids": list({r.order_id for r in requests})}, prepare=True)
+    balances = {user_id: balance for user_id, balance in await locking.fetchall()}
     earlier = {
-        row.order_id: PaymentDecision(
-            order_id=row.order_id, user_id=row.user_id, amount=row.amount, status=row.status, reason=row.reason
-        )
-        for row in await conn.execute(_DECIDED, {"order_ids": order_ids})
+        row[0]: PaymentDecision(order_id=row[0], user_id=row[1], amount=row[2], status=row[3], reason=row[4])
+        for row in await reading.fetchall()
     }
     answers, new = decide(requests, balances, earlier)
     if not new:
@@ -159,7 +161,8 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
     # One statement for the decisions, their ledger debits and the balances: one round trip on the
     # path of every payment instead of three. Every constraint still holds (balance >= 0, one
     # decision and one debit per order): a violation fails the statement and the transaction.
-    await conn.execute(
+    # Nothing is read back, so in a pipeline it leaves with the caller's next statements.
+    await driver.execute(
         _RECORD,
         {
             "order_ids": [d.order_id for d in new],
@@ -173,5 +176,6 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
             "total_users": list(totals),
             "totals": list(totals.values()),
         },
+        prepare=True,
     )
     return answers

@@ -30,6 +30,7 @@ from hsepay.relay.inbound import (
     first_of_each_event,
     message_from_record,
 )
+from hsepay.relay.store import pipeline
 from hsepay.resilience import Backoff, describe, is_unavailable, supervise
 
 __all__ = ["ConsumerStats", "InboxConsumer"]
@@ -231,8 +232,14 @@ class InboxConsumer:
 
     async def _transaction(self, items: Sequence[Ready | Poison], attempts: int = 1) -> None:
         with hooks.around_batch(self.name, items):
-            async with self.engine.begin() as conn:
-                applied = await inbox.apply_in(conn, self.inbox, self.name, items, attempts=attempts)
+            async with self.engine.connect() as conn:
+                # A batch without poison runs pipelined: BEGIN, the statements and COMMIT leave
+                # together up to each result the batch must read (the inbox's fresh ids, the
+                # handler's reads), so a payment's transaction is 3 round trips instead of 7.
+                # Quarantining poison goes through SQLAlchemy, which cannot run in a pipeline.
+                pipelined = not any(isinstance(item, Poison) for item in items)
+                async with pipeline(conn) if pipelined else contextlib.nullcontext(), conn.begin():
+                    applied = await inbox.apply_in(conn, self.inbox, self.name, items, attempts=attempts)
         refusals = {refusal.event_id: refusal.reason for refusal in applied.refused}
         for item in items:
             reason = item.error if isinstance(item, Poison) else refusals.get(item.event_id)

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, text, update
+from psycopg.types.json import Jsonb
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsepay.relay.inbound import Message, Poison, Ready, Refused, storable_text
-from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
+from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED, driver_connection
 
 __all__ = ["Applied", "apply_in", "purge_processed"]
 
@@ -28,10 +29,17 @@ MAX_ERROR_CHARS = 2000
 # VALUES differs with every batch size and was parsed anew each time: 20 % of a consumer's CPU).
 _RECORD_PROCESSED = (
     'INSERT INTO {table} (consumer, event_id, event_type, topic, partition, "offset", status, processed_at) '
-    "SELECT :consumer, e, et, t, p, o, 'processed', now() FROM unnest("
-    "CAST(:event_ids AS uuid[]), CAST(:event_types AS text[]), CAST(:topics AS text[]), "
-    "CAST(:partitions AS integer[]), CAST(:offsets AS bigint[])) AS m(e, et, t, p, o) "
+    "SELECT %(consumer)s, e, et, t, p, o, 'processed', now() FROM unnest("
+    "%(event_ids)s::uuid[], %(event_types)s::text[], %(topics)s::text[], "
+    "%(partitions)s::integer[], %(offsets)s::bigint[]) AS m(e, et, t, p, o) "
     "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
+_QUARANTINE_REFUSED = (
+    "UPDATE {table} SET status = '" + INBOX_QUARANTINED + "', attempts = %(attempts)s, error = %(error)s, "
+    "value = %(value)s, headers = %(headers)s, key = %(key)s, processed_at = NULL "
+    "WHERE consumer = %(consumer)s AND event_id = %(event_id)s"
 )
 
 
@@ -83,8 +91,11 @@ async def apply_in(
         quarantined = len(result.all())
     fresh: list[Ready] = []
     if ready:
-        result = await conn.execute(
-            text(_RECORD_PROCESSED.format(table=inbox.name)),
+        # A prepared statement on the driver connection: it may run in a pipeline (no SQLAlchemy
+        # statement may: it would read an empty result before the pipeline had it).
+        driver = await driver_connection(conn)
+        result = await driver.execute(
+            _RECORD_PROCESSED.format(table=inbox.name),
             {
                 "consumer": consumer,
                 "event_ids": [r.event_id for r in ready],
@@ -93,8 +104,9 @@ async def apply_in(
                 "partitions": [r.message.partition for r in ready],
                 "offsets": [r.message.offset for r in ready],
             },
+            prepare=True,
         )
-        new_ids = set(result.scalars())
+        new_ids = {row[0] for row in await result.fetchall()}
         fresh = [r for r in ready if r.event_id in new_ids]
     # Consecutive events of one handler go to it together, in arrival order (two event types with
     # one `apply`, payment.succeeded and payment.failed, count as one handler).
@@ -121,20 +133,22 @@ async def _quarantine_refused(
     attempts: int,
 ) -> None:
     """Turn the rows just recorded as processed into quarantined ones, with the handler's reason."""
+    # A driver statement, like the record above: this runs inside the consumer's pipeline.
+    driver = await driver_connection(conn)
     for refusal in refused:
         message = fresh[refusal.event_id].message
-        await conn.execute(
-            update(inbox)
-            .where(inbox.c.consumer == consumer, inbox.c.event_id == refusal.event_id)
-            .values(
-                status=INBOX_QUARANTINED,
-                attempts=attempts,
-                error=storable_text(refusal.reason[:MAX_ERROR_CHARS]),
-                value=message.value,
-                headers=message.headers,
-                key=message.key,
-                processed_at=None,
-            )
+        await driver.execute(
+            _QUARANTINE_REFUSED.format(table=inbox.name),
+            {
+                "attempts": attempts,
+                "error": storable_text(refusal.reason[:MAX_ERROR_CHARS]),
+                "value": message.value,
+                "headers": Jsonb(dict(message.headers)),
+                "key": message.key,
+                "consumer": consumer,
+                "event_id": refusal.event_id,
+            },
+            prepare=True,
         )
 
 

@@ -5,7 +5,8 @@ Generic: nothing here knows what an order or a payment is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -47,6 +48,7 @@ __all__ = [
     "inbox_table",
     "notify_channel",
     "outbox_table",
+    "pipeline",
 ]
 
 
@@ -138,6 +140,18 @@ async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection:
     """The psycopg connection under a SQLAlchemy one, for statements of fixed text run as prepared
     statements without SQLAlchemy's compile and result layers (they stay in the caller's transaction)."""
     return (await conn.get_raw_connection()).driver_connection  # type: ignore[return-value]
+
+
+@contextlib.asynccontextmanager
+async def pipeline(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Pipeline mode on `conn`'s driver connection for the block: statements run through
+    `driver_connection` leave without waiting for each other, a round trip happens only where a
+    result is read (and at COMMIT). Only driver statements may run inside: SQLAlchemy would read a
+    result before the pipeline had it. Measured per statement on this box: ~0.1 ms of client CPU
+    for the round trip alone (SELECT 1 over TCP), more in wall time on a loaded box."""
+    driver = await driver_connection(conn)
+    async with driver.pipeline():
+        yield
 
 
 async def enqueue(conn: AsyncConnection, outbox: Table, messages: Sequence[OutboxMessage]) -> None:

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import replace
 
 import msgspec
+import pytest
 from sqlalchemy import delete, select
 
 from hsepay import registry
@@ -24,7 +25,7 @@ from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.envelope import new_message
 from hsepay.relay.inbound import EventHandler
 from hsepay.relay.quarantine import inbox_status, retry_quarantined
-from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED
+from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED, driver_connection
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
 from tests.support import (
@@ -291,7 +292,12 @@ async def test_poison_messages_are_quarantined_and_the_partition_keeps_flowing(s
     await assert_audit_ok(payments_engine, orders_engine)
 
 
-async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(saga, payments_engine, orders_engine):
+@pytest.mark.parametrize("fault", ["python", "database"])
+async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(
+    saga, payments_engine, orders_engine, fault
+):
+    """`database`: the handler's own writes are queued in the transaction's pipeline, then a
+    statement fails in PostgreSQL; the error surfaces at COMMIT and everything of the batch rolls back."""
     kafka = saga.settings.kafka
     topic = kafka.orders_topic
     user = await open_account(payments_engine, 1000)
@@ -304,9 +310,12 @@ async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(sa
 
     async def flaky(conn, events):
         calls.extend(event.data.order_id for event in events)
-        if any(event.data.order_id == doomed for event in events):
+        broken = any(event.data.order_id == doomed for event in events)
+        if broken and fault == "python":
             raise RuntimeError("payments handler is broken for this order")
         await real.apply(conn, events)
+        if broken:  # after the real writes, so that they must roll back with the batch
+            await (await driver_connection(conn)).execute("SELECT 1 / 0")
 
     consumer = InboxConsumer(
         name="payments",
@@ -336,7 +345,8 @@ async def test_failing_handler_is_quarantined_after_max_attempts_then_retried(sa
         quarantined = rows[doomed_event]
         assert quarantined.status == INBOX_QUARANTINED
         assert quarantined.attempts == 3
-        assert "failed 3 times" in quarantined.error and "RuntimeError" in quarantined.error
+        assert "failed 3 times" in quarantined.error
+        assert ("RuntimeError" if fault == "python" else "division by zero") in quarantined.error
         assert calls.count(doomed) >= 3
         assert await count(payments_engine, payment_decisions, payment_decisions.c.order_id == doomed) == 0
         assert (await orders_snapshot(orders_engine))[doomed][0] == "created"
