@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 
 COMMIT_TIMEOUT = 10.0
 COMMIT_GIVE_UP = 30.0
+COMMIT_INTERVAL = 0.1
+"""Seconds at least between the starts of two commits. Committing after every batch made each
+consumer send one OffsetCommit per message at light load (each a write to __consumer_offsets on
+the broker); what a crash re-delivers meanwhile, the inbox absorbs."""
 
 
 class OffsetCommitter:
@@ -30,25 +34,32 @@ class OffsetCommitter:
     commit forever), and the supervisor starts a new consumer.
     """
 
-    def __init__(self, consumer, name: str) -> None:
+    def __init__(self, consumer, name: str, interval: float = COMMIT_INTERVAL) -> None:
         self.consumer = consumer
         self.name = name
+        self.interval = interval
         self.pending: dict = {}
         self.task: asyncio.Task | None = None
         self.in_flight: dict = {}
         self.failing_since: float | None = None
+        self.started_at = -interval
+        self.commits = 0
 
     def add(self, offsets: dict) -> None:
         self.pending.update(offsets)
         self.poll()
 
-    def poll(self) -> None:
-        """Harvest a finished commit, start the next one; raise if commits have failed too long."""
+    def poll(self, *, now: bool = False) -> None:
+        """Harvest a finished commit, start the next one (once `interval` has passed since the last
+        one started, or `now`); raise if commits have failed too long."""
         if self.task is not None and self.task.done():
             self._harvest(self.task)
             self.task = None
-        if self.task is None and self.pending:
+        due = now or time.monotonic() - self.started_at >= self.interval
+        if self.task is None and self.pending and due:
             self.in_flight, self.pending = self.pending, {}
+            self.started_at = time.monotonic()
+            self.commits += 1
             self.task = asyncio.create_task(self.consumer.commit(self.in_flight))
         if self.failing_since is not None and time.monotonic() - self.failing_since > COMMIT_GIVE_UP:
             raise KafkaError(f"offsets not committed for {COMMIT_GIVE_UP:g}s")
@@ -74,7 +85,7 @@ class OffsetCommitter:
             if self.task is not None:
                 await asyncio.wait([self.task], timeout=max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(KafkaError):
-                self.poll()
+                self.poll(now=True)
             if self.task is None and self.pending and self.failing_since is not None:
                 break
 
