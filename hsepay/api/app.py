@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from hsepay import __version__, idempotency
 from hsepay.api.bodies import ClosedStructSchemaPlugin
 from hsepay.api.guard import Guard
-from hsepay.api.lane import orders_lane
+from hsepay.api.lane import Lane, LanedLitestar, raise_caught
 from hsepay.api.openapi import BEARER, bearer_components, fix_options_allow
 from hsepay.api.openapi30 import Json30RenderPlugin, OfflineSwagger30
 from hsepay.api.orders import OrderController, lane_request, order_accepted
@@ -99,19 +99,21 @@ def _app(
     security: SecuritySettings,
     service: str,
     announce: bool = True,
-    lane: Callable[[Any], Any] | None = None,
+    guard: Guard | None = None,
+    app_class: type[Litestar] = Litestar,
 ) -> Litestar:
     if announce and not security.auth_enabled:
         log.warning(
             "%s: AUTHENTICATION IS OFF (HSEPAY_AUTH_SECRET unset): every caller may act on every account", title
         )
+    guard = guard or Guard(security)
     guarded = Router(
         path="/",
         route_handlers=list(controllers),
-        middleware=[Guard(security).middleware, *([lane] if lane is not None else [])],
+        middleware=[guard.middleware, *([raise_caught] if app_class is LanedLitestar else [])],
         security=[{BEARER: []}] if security.auth_enabled else None,
     )
-    app = Litestar(
+    app = app_class(
         lifespan=[lifespan],
         route_handlers=[guarded, HealthController, MetricsController],
         middleware=[http_observer(service)],
@@ -190,8 +192,31 @@ def create_orders_app(
     reader = GroupRead(engine, orders_operations.find_orders)
     lifespan = _lifespan(engine, orders_tables, api, "orders", closing=(intake, reader))
     dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake, "reader": reader}
-    lane = orders_lane(reader.get, lane_request, intake.submit, MAX_BODY_BYTES) if fast_lane else None
-    return _app("hsepay orders", [OrderController], dependencies, lifespan, security, "orders", announce, lane)
+    guard = Guard(security)
+    app = _app(
+        "hsepay orders",
+        [OrderController],
+        dependencies,
+        lifespan,
+        security,
+        "orders",
+        announce,
+        guard,
+        LanedLitestar if fast_lane else Litestar,
+    )
+    if isinstance(app, LanedLitestar):
+        app.take_lane(
+            Lane(
+                guard=guard,
+                observer=http_observer("orders"),
+                read=reader.get,
+                prepare=lane_request,
+                submit=intake.submit,
+                max_body=MAX_BODY_BYTES,
+                cors=bool(security.cors_origins),
+            )
+        )
+    return app
 
 
 def api_documents(security: SecuritySettings) -> dict[str, OpenAPI]:

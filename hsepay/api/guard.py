@@ -32,11 +32,15 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from hsepay.auth import EVERYONE, InvalidToken, Principal, TokenVerifier
 from hsepay.config import SecuritySettings
 
-__all__ = ["CALLER", "Guard", "RateLimiter", "caller_of", "client_ip"]
+__all__ = ["ADMITTED", "CALLER", "Guard", "RateLimiter", "caller_of", "client_ip"]
 
 log = logging.getLogger(__name__)
 
 CALLER = "hsepay.caller"
+ADMITTED = "hsepay.admitted"
+"""Set by the orders API's fast lane (hsepay.api.lane), which admits a request before Litestar sees
+it: (caller, rate-limit headers), or the refusal to raise. The guard then neither authenticates nor
+charges the limit a second time. A client cannot set it: the scope is the server's."""
 REALM = 'Bearer realm="hsepay"'
 
 
@@ -145,12 +149,24 @@ class Guard:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            caller = guard.authenticate(scope)
-            extra_headers = guard.limit(scope, caller)
-            scope[CALLER] = caller  # type: ignore[literal-required]
-            await guard.run(app, scope, receive, send, extra_headers)
+            admitted = scope.get(ADMITTED)
+            if admitted is None:
+                _, extra_headers = guard.admit(scope)
+                await guard.run(app, scope, receive, send, extra_headers)
+            elif isinstance(admitted, Exception):
+                raise admitted  # the fast lane's refusal, rendered here like any other
+            else:
+                await app(scope, receive, send)  # admitted by the fast lane, which runs the deadline
 
         return guarded
+
+    def admit(self, scope: Scope) -> tuple[Principal, list[tuple[bytes, bytes]]]:
+        """Authenticate and charge the rate limit, once per request; the caller is put in the scope.
+        Raises NotAuthorizedException (401) or TooManyRequestsException (429)."""
+        caller = self.authenticate(scope)
+        extra_headers = self.limit(scope, caller)
+        scope[CALLER] = caller  # type: ignore[literal-required]
+        return caller, extra_headers
 
     def authenticate(self, scope: Scope) -> Principal:
         if self.verifier is None:

@@ -16,7 +16,6 @@ from hsepay.api import bodies
 from hsepay.api.bodies import json_body
 from hsepay.api.guard import caller_of
 from hsepay.api.idempotent import claim_for, replayed
-from hsepay.api.lane import LANE, PLACE_ORDER, READ_ORDER
 from hsepay.api.openapi import AcceptedWithLocation, Documented, Paginated, problems
 from hsepay.api.schemas import OrderAccepted, OrderView
 from hsepay.auth import Principal
@@ -95,7 +94,6 @@ class OrderController(Controller):
 
     @post(
         "/orders",
-        opt={LANE: PLACE_ORDER},
         status_code=202,
         summary="Place an order; payment follows asynchronously",
         responses=problems(400, 403, 409, 413, 415),
@@ -116,7 +114,6 @@ class OrderController(Controller):
 
     @get(
         ["/orders/{order_id:str}", "/order/{order_id:str}"],
-        opt={LANE: READ_ORDER},
         summary="One order",
         responses=problems(400, 404),
         operation_class=Documented,

@@ -16,9 +16,12 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from hsepay import log_context
 from hsepay.observability import sources
 
-__all__ = ["HealthController", "MetricsController", "http_observer", "metrics_app"]
+__all__ = ["OBSERVED", "HealthController", "MetricsController", "http_observer", "metrics_app"]
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
+OBSERVED = "hsepay.observed"
+"""Set on a request's scope by the first observer that sees it (the orders API's fast lane observes
+before Litestar does): each request is counted and given a request id once."""
 
 server_span: Callable[[Scope, str], contextlib.AbstractContextManager[Any]] | None = None
 """Set by `hsepay.observability.tracing` when tracing is on: a server span around each request."""
@@ -37,14 +40,16 @@ def _request_id(scope: Scope) -> bytes:
 
 
 def http_observer(service: str) -> Callable[[ASGIApp], ASGIApp]:
-    """Litestar middleware: request count and duration by route template, X-Request-ID, log context."""
+    """ASGI middleware: request count and duration by route template, X-Request-ID, log context;
+    once per request however many observers it passes."""
     from hsepay.observability.metrics import observe_request
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def observed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            if scope["type"] != "http" or OBSERVED in scope:
                 await app(scope, receive, send)
                 return
+            scope[OBSERVED] = True  # type: ignore[literal-required]
             started = time.perf_counter()
             request_id = _request_id(scope)
             status = 500

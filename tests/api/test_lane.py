@@ -7,24 +7,29 @@ from __future__ import annotations
 import re
 import uuid
 
-import msgspec
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from hsepay.api.app import create_orders_app
-from hsepay.api.guard import CALLER
-from hsepay.api.lane import LANE, PLACE_ORDER, READ_ORDER, orders_lane
-from hsepay.auth import EVERYONE
 from hsepay.config import SecuritySettings
-from hsepay.idempotency import StoredResponse
 from tests.tokens import SECRET, issue
 
 SECURE = SecuritySettings(auth_secrets=(SECRET,), rate_limit=0)
+LIMITED = SecuritySettings(auth_secrets=(SECRET,), rate_limit=1000, rate_burst=2000)  # headers on every answer
 _VOLATILE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
 )
 JSON = {"content-type": "application/json"}
-_COMPARED_HEADERS = ("content-type", "content-length", "location", "www-authenticate", "allow")
+_COMPARED_HEADERS = (
+    "content-type",
+    "content-length",
+    "location",
+    "www-authenticate",
+    "allow",
+    "ratelimit-limit",
+    "retry-after",
+)
 
 
 def _shape(response, known: dict[str, str]) -> tuple:
@@ -77,80 +82,58 @@ async def _script(client, owner: uuid.UUID, stranger: uuid.UUID) -> list[tuple]:
     return shapes
 
 
-async def _run(engine, orders_db, fast_lane: bool) -> tuple:
+async def _run(engine, orders_db, fast_lane: bool, security: SecuritySettings) -> tuple:
     owner, stranger = uuid.uuid4(), uuid.uuid4()
-    app = create_orders_app(engine, orders_topic="orders", security=SECURE, fast_lane=fast_lane)
+    app = create_orders_app(engine, orders_topic="orders", security=security, fast_lane=fast_lane)
     async with AsyncTestClient(app=app) as client:
         shapes = await _script(client, owner, stranger)
     rows = sorted((o.amount, o.description, o.status) for o in await orders_db.orders() if o.user_id == owner)
     return shapes, rows
 
 
-async def test_the_lane_answers_as_the_handlers_do(orders_engine, orders_db):
-    without, rows_without = await _run(orders_engine, orders_db, fast_lane=False)
-    with_lane, rows_with = await _run(orders_engine, orders_db, fast_lane=True)
+@pytest.mark.parametrize("security", [SECURE, LIMITED], ids=["no-limit", "rate-limited"])
+async def test_the_lane_answers_as_the_handlers_do(orders_engine, orders_db, security):
+    without, rows_without = await _run(orders_engine, orders_db, False, security)
+    with_lane, rows_with = await _run(orders_engine, orders_db, True, security)
     for i, (handler, lane) in enumerate(zip(without, with_lane, strict=True)):
         assert handler == lane, f"case {i}: handler {handler} != lane {lane}"
     assert rows_without == rows_with == [(7, "lane", "created"), (7, "lane", "created")]  # plain and keyed
     assert len(await orders_db.outbox()) == 4  # one payment request per order, both runs
 
 
-class _Route:
-    def __init__(self, lane: str) -> None:
-        self.opt = {LANE: lane}
+async def test_the_lane_answers_the_plain_cases_and_hands_on_the_rest(orders_engine, monkeypatch):
+    """Which requests reach Litestar at all: none of the plain ones; every other one, once."""
+    reached: list[tuple[str, str]] = []
+    through = Litestar.__call__
 
+    async def counting(self, scope, receive, send):
+        if scope["type"] == "http":
+            reached.append((scope["method"], scope["path"]))
+        await through(self, scope, receive, send)
 
-async def _through_lane(scope_extra: dict, body: bytes = b"", *, found: object = None, refuse: bool = False) -> tuple:
-    """One request through the lane alone: (did the handler run?, what was sent)."""
-    handled, sent = [], []
-
-    async def handler(scope, receive, send):
-        handled.append((await receive())["body"] if scope["method"] == "POST" else None)
-
-    async def read(order_id):
-        return found
-
-    def prepare(caller, raw):
-        if refuse:
-            raise ValueError("not a lane error")  # anything but a refusal the handler makes escapes
-        return raw
-
-    async def submit(prepared):
-        return StoredResponse(202, {"ok": True}, {"Location": "/orders/x"})
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    lane = orders_lane(read, prepare, submit, max_body=100)(handler)
-    scope = {"type": "http", "headers": [], "path_params": {}, CALLER: EVERYONE, **scope_extra}
-    await lane(scope, receive, send)
-    return handled, sent
-
-
-async def test_the_lane_answers_the_plain_cases_and_hands_on_the_rest():
-    class Found(msgspec.Struct):
-        user_id: uuid.UUID
-
-    json = [(b"content-type", b"application/json"), (b"content-length", b"2")]
-    post = {"method": "POST", "route_handler": _Route(PLACE_ORDER), "headers": json}
-    handled, sent = await _through_lane(post, b"{}")
-    assert handled == [] and sent[0]["status"] == 202 and (b"location", b"/orders/x") in sent[0]["headers"]
-    for headers in (
-        [*json, (b"idempotency-key", b"k")],  # the handler claims the key
-        [(b"content-type", b"application/json")],  # no length
-        [(b"content-type", b"application/json"), (b"content-length", b"101")],  # over the limit
-        [(b"content-type", b"text/plain"), (b"content-length", b"2")],
-    ):
-        handled, sent = await _through_lane({**post, "headers": headers}, b"{}")
-        assert handled == [b"{}"] and sent == [], headers  # the handler got the body untouched
-    get = {"method": "GET", "route_handler": _Route(READ_ORDER), "path_params": {"order_id": str(uuid.uuid4())}}
-    handled, sent = await _through_lane(get, found=Found(uuid.uuid4()))
-    assert handled == [] and sent[0]["status"] == 200
-    for extra in ({}, {"path_params": {"order_id": "nope"}}):  # unknown order, malformed id
-        handled, sent = await _through_lane({**get, **extra}, found=None)
-        assert handled == [None] and sent == []
-    with pytest.raises(ValueError):
-        await _through_lane(post, b"{}", refuse=True)
+    monkeypatch.setattr(Litestar, "__call__", counting)
+    owner = uuid.uuid4()
+    auth = {"Authorization": f"Bearer {issue(owner)}"}
+    body = {"user_id": str(owner), "amount": 7}
+    app = create_orders_app(orders_engine, orders_topic="orders", security=SECURE)
+    async with AsyncTestClient(app=app) as client:
+        placed = await client.post("/orders", json=body, headers=auth)
+        order_id = placed.json()["id"]
+        got = await client.get(f"/order/{order_id}", headers=auth)
+        also = await client.get(f"/orders/{order_id}", headers=auth)
+        assert (placed.status_code, got.status_code, also.status_code) == (202, 200, 200)
+        assert [r.headers.get_list("x-request-id") != [] for r in (placed, got, also)] == [True] * 3
+        assert reached == []  # all three answered by the lane
+        handed_on = [
+            ("POST", "/orders", {"json": body, "headers": {**auth, "Idempotency-Key": "k"}}),
+            ("POST", "/orders", {"json": {**body, "amount": 0}, "headers": auth}),
+            ("POST", "/orders", {"json": body}),  # no token: the guard's 401, rendered by Litestar
+            ("GET", f"/order/{uuid.uuid4()}", {"headers": auth}),
+            ("GET", "/order/nope", {"headers": auth}),
+            ("GET", f"/order/{order_id}/", {"headers": auth}),
+            ("GET", "/orders", {"headers": auth}),
+        ]
+        for method, path, kwargs in handed_on:
+            response = await client.request(method, path, **kwargs)
+            assert len(response.headers.get_list("x-request-id")) == 1, (method, path)  # observed once
+        assert reached == [(method, path) for method, path, _ in handed_on]
