@@ -13,6 +13,7 @@ import psycopg
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hsepay import pgarray
 from hsepay.events import PaymentFailed
 from hsepay.orders.errors import InvalidCursor, OrderNotFound
 from hsepay.orders.events import payment_requested
@@ -90,10 +91,10 @@ async def create_orders(conn: AsyncConnection, new: Sequence[NewOrder], *, topic
     cursor = await driver.execute(
         _INSERT_ORDERS,
         {
-            "ids": ids,
-            "users": [n.user_id for n in new],
-            "amounts": [n.amount for n in new],
-            "descriptions": [n.description for n in new],
+            "ids": pgarray.uuids(ids),
+            "users": pgarray.uuids(n.user_id for n in new),
+            "amounts": pgarray.ints(n.amount for n in new),
+            "descriptions": pgarray.texts([n.description for n in new]),
             **enqueue_parameters(messages),
         },
         prepare=True,
@@ -133,7 +134,7 @@ a batch of ids could be planned as a scan of the whole table)."""
 async def find_orders(conn: psycopg.AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Order]:
     """The orders of `ids` that exist, by id: one prepared statement on a psycopg connection (the
     API's group read of GET /order/{id}; see hsepay.group_read)."""
-    cursor = await conn.execute(_FIND_ORDERS, (list(ids),), prepare=True)
+    cursor = await conn.execute(_FIND_ORDERS, (pgarray.uuids(ids),), prepare=True)
     return {
         row[0]: Order(
             id=row[0],
@@ -253,11 +254,13 @@ async def apply_payment_results(conn: AsyncConnection, results: Sequence[Payment
     outcome = await driver.execute(
         _SETTLE,
         {
-            "ids": [result.order_id for result in results],
-            "users": [result.user_id for result in results],
-            "amounts": [result.amount for result in results],
-            "statuses": [FAILED if f else SUCCESS for f in failed],
-            "reasons": [result.reason if isinstance(result, PaymentFailed) else None for result in results],
+            "ids": pgarray.uuids(result.order_id for result in results),
+            "users": pgarray.uuids(result.user_id for result in results),
+            "amounts": pgarray.ints(result.amount for result in results),
+            "statuses": pgarray.texts([FAILED if f else SUCCESS for f in failed]),
+            "reasons": pgarray.texts(
+                [result.reason if isinstance(result, PaymentFailed) else None for result in results]
+            ),
         },
         prepare=True,
     )

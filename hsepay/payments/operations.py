@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hsepay import pgarray
 from hsepay.payments.errors import AccountExists, AccountNotFound, BalanceLimitExceeded, DepositAlreadyRecorded
 from hsepay.payments.model import Account, PaymentDecision, PaymentRequest, decide
 from hsepay.payments.tables import accounts, ledger_entries
@@ -148,8 +149,9 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
     # and a statement's snapshot is taken when it starts (READ COMMITTED), so a concurrent batch
     # for the same account has committed before the read and its decisions are visible to it.
     driver = await driver_connection(conn)
-    locking = await driver.execute(_LOCK_ACCOUNTS, {"users": sorted({r.user_id for r in requests})}, prepare=True)
-    reading = await driver.execute(_DECIDED, {"order_ids": list({r.order_id for r in requests})}, prepare=True)
+    users = pgarray.uuids(sorted({r.user_id for r in requests}))
+    locking = await driver.execute(_LOCK_ACCOUNTS, {"users": users}, prepare=True)
+    reading = await driver.execute(_DECIDED, {"order_ids": pgarray.uuids({r.order_id for r in requests})}, prepare=True)
     balances = {user_id: balance for user_id, balance in await locking.fetchall()}
     earlier = {
         row[0]: PaymentDecision(order_id=row[0], user_id=row[1], amount=row[2], status=row[3], reason=row[4])
@@ -170,16 +172,16 @@ async def process_payments(conn: AsyncConnection, requests: Sequence[PaymentRequ
     await driver.execute(
         _RECORD,
         {
-            "order_ids": [d.order_id for d in new],
-            "users": [d.user_id for d in new],
-            "amounts": [d.amount for d in new],
-            "statuses": [d.status for d in new],
-            "reasons": [d.reason for d in new],
-            "debit_users": [d.user_id for d in debits],
-            "debit_amounts": [d.amount for d in debits],
-            "debit_references": [str(d.order_id) for d in debits],
-            "total_users": list(totals),
-            "totals": list(totals.values()),
+            "order_ids": pgarray.uuids(d.order_id for d in new),
+            "users": pgarray.uuids(d.user_id for d in new),
+            "amounts": pgarray.ints(d.amount for d in new),
+            "statuses": pgarray.texts([d.status for d in new]),
+            "reasons": pgarray.texts([d.reason for d in new]),
+            "debit_users": pgarray.uuids(d.user_id for d in debits),
+            "debit_amounts": pgarray.ints(d.amount for d in debits),
+            "debit_references": pgarray.texts([str(d.order_id) for d in debits]),
+            "total_users": pgarray.uuids(totals),
+            "totals": pgarray.ints(totals.values()),
         },
         prepare=True,
     )

@@ -17,6 +17,7 @@ from sqlalchemy import Table, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hsepay import pgarray
 from hsepay.relay.inbound import Message, Poison, Ready, Refused, storable_text
 from hsepay.relay.store import INBOX_PROCESSED, INBOX_QUARANTINED, driver_connection
 
@@ -98,11 +99,11 @@ async def apply_in(
             _RECORD_PROCESSED.format(table=inbox.name),
             {
                 "consumer": consumer,
-                "event_ids": [r.event_id for r in ready],
-                "event_types": [r.event_type for r in ready],
-                "topics": [r.message.topic for r in ready],
-                "partitions": [r.message.partition for r in ready],
-                "offsets": [r.message.offset for r in ready],
+                "event_ids": pgarray.uuids(r.event_id for r in ready),
+                "event_types": pgarray.texts([r.event_type for r in ready]),
+                "topics": pgarray.texts([r.message.topic for r in ready]),
+                "partitions": pgarray.ints(r.message.partition for r in ready),
+                "offsets": pgarray.ints(r.message.offset for r in ready),
             },
             prepare=True,
         )

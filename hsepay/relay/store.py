@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hsepay import pgarray
 from hsepay.relay.envelope import OutboxMessage
 
 __all__ = [
@@ -126,15 +127,15 @@ def enqueue_statement(outbox: Table) -> str:
     return _ENQUEUE.format(table=outbox.name)
 
 
-def enqueue_parameters(messages: Sequence[OutboxMessage]) -> dict[str, list[Any]]:
+def enqueue_parameters(messages: Sequence[OutboxMessage]) -> dict[str, str]:
     """The parameters of `enqueue_statement` for `messages`, in their order (which is the relay's)."""
     return {
-        "event_ids": [m.event_id for m in messages],
-        "topics": [m.topic for m in messages],
-        "keys": [m.key for m in messages],
-        "event_types": [m.event_type for m in messages],
-        "values": [m.value for m in messages],
-        "headers": [_json.encode(m.headers).decode() for m in messages],
+        "event_ids": pgarray.uuids(m.event_id for m in messages),
+        "topics": pgarray.texts([m.topic for m in messages]),
+        "keys": pgarray.texts([m.key for m in messages]),
+        "event_types": pgarray.texts([m.event_type for m in messages]),
+        "values": pgarray.byteas(m.value for m in messages),
+        "headers": pgarray.texts([_json.encode(m.headers).decode() for m in messages]),
     }
 
 
@@ -271,14 +272,14 @@ class _OutboxOnSession:
         self.connection = connection
         name = outbox.table.name
         self._pending = f"SELECT id, topic, key, value, headers FROM {name} WHERE sent_at IS NULL ORDER BY id LIMIT %s"
-        self._mark = f"UPDATE {name} SET sent_at = now() WHERE id = ANY(%s)"
+        self._mark = f"UPDATE {name} SET sent_at = now() WHERE id = ANY(%s::bigint[])"
 
     async def pending(self, limit: int) -> Sequence[PendingRow]:
         cursor = await self.connection.execute(self._pending, (limit,))
         return await cursor.fetchall()
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
-        await self.connection.execute(self._mark, (list(ids),))
+        await self.connection.execute(self._mark, (pgarray.ints(ids),))
 
     async def purge_sent(self, older_than: float, limit: int) -> int:
         return await self.outbox.purge_sent(older_than, limit)
