@@ -151,16 +151,20 @@ class LanedLitestar(Litestar):
         lane = self.lane
         assert lane is not None
         length = content_type = None
+        repeated = False
         for name, value in scope["headers"]:
             if name == b"content-length":
+                repeated = repeated or length is not None
                 length = value
             elif name == b"content-type":
+                repeated = repeated or content_type is not None
                 content_type = value
             elif name == b"idempotency-key":
                 await super().__call__(scope, receive, send)  # the handler claims the key in the same transaction
                 return
         if (
-            length is None
+            repeated  # which of two values counts is the handler's call (it reads the first Content-Type)
+            or length is None
             or not length.isdigit()
             or int(length) > lane.max_body
             or content_type is None

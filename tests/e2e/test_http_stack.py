@@ -100,6 +100,14 @@ def test_a_body_must_say_its_length(servers, way):
     assert _statuses(answer) == [411] and b"Content-Length" in answer
 
 
+@pytest.mark.parametrize("framing", [b"Content-Length: 4\r\nTransfer-Encoding: chunked", b"Transfer-Encoding: chunked"])
+def test_the_orders_fast_lane_refuses_what_the_stack_refuses(servers, framing):
+    """POST /orders is answered ahead of Litestar (hsepay.api.lane): a chunked body is still a 411."""
+    request = b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing + b"\r\n\r\n"
+    answer = _exchange(servers["up orders"], request + b"2\r\n{}\r\n0\r\n\r\n")
+    assert _statuses(answer) == [411], answer[:300]
+
+
 @pytest.mark.parametrize("way", WAYS)
 def test_two_content_lengths_are_refused(servers, way):
     request = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
@@ -147,3 +155,14 @@ def test_up_trusts_its_own_gateway_for_the_client_address(servers):
         with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{servers['up gateway']}") as http:
             statuses[client] = [http.get("/api/orders").status_code for _ in range(2)]
     assert statuses == {"127.0.0.2": [200, 429], "127.0.0.3": [200, 429]}
+
+
+def test_the_orders_fast_lane_trusts_the_gateway_as_the_handlers_do(servers):
+    """GET /order/{id} is answered ahead of Litestar (hsepay.api.lane) with the same guard: two clients
+    behind the gateway still have a budget each (the address from X-Forwarded-For)."""
+    statuses = {}
+    for client in ("127.0.0.4", "127.0.0.5"):
+        transport = httpx.HTTPTransport(local_address=client)
+        with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{servers['up gateway']}") as http:
+            statuses[client] = [http.get(f"/api/order/{uuid.uuid4()}").status_code for _ in range(2)]
+    assert statuses == {"127.0.0.4": [404, 429], "127.0.0.5": [404, 429]}
