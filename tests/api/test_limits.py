@@ -162,7 +162,12 @@ async def test_a_request_past_the_timeout_is_503_and_has_no_effect(payments_engi
     assert await balance() == 10
 
 
-async def test_a_body_that_does_not_arrive_in_time_is_408(orders_engine):
+@pytest.mark.parametrize(
+    "length",
+    [[], [(b"content-length", b"40")]],
+    ids=["unmeasured", "measured: read by the fast lane"],
+)
+async def test_a_body_that_does_not_arrive_in_time_is_408(orders_engine, length):
     app = create_orders_app(orders_engine, security=SecuritySettings(rate_limit=0, request_timeout=0.3))
     sent: list[dict] = []
     chunks = [{"type": "http.request", "body": b'{"user_id": ', "more_body": True}]
@@ -185,7 +190,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(orders_engine):
         "raw_path": b"/orders",
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test"), *length],
         "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }
