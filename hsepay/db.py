@@ -1,11 +1,27 @@
-"""Database plumbing shared by both services: engines, metadata conventions, common column types."""
+"""Database plumbing shared by both services: engines, connections, metadata conventions.
+
+Every connection hsepay opens goes through `connect()`: the engines' pooled connections (as
+SQLAlchemy's `async_creator`) and a relay's lock session alike. So each role reaches the database
+the URL names in exactly the same way (any URL libpq accepts, several hosts included), asks libpq
+for a writable primary unless the URL says otherwise, and reports the server it got, or lost, to
+the process's `PrimaryWatch`.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo as _make_conninfo
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "new_metadata"]
+from hsepay.config.dburl import libpq_conninfo, libpq_params
+from hsepay.primary import PrimaryWatch, watch_of
+from hsepay.resilience import is_read_only, is_unavailable
+
+__all__ = ["conninfo", "connect", "create_engine", "libpq_conninfo", "new_metadata", "server_of", "session_defaults"]
 
 # Stable constraint names, so Alembic's autogenerate and the migrations agree.
 NAMING_CONVENTION = {
@@ -21,6 +37,63 @@ def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def server_of(conn: psycopg.AsyncConnection) -> str:
+    """host:port of the server a connection reached (the host libpq chose among the URL's)."""
+    host = conn.info.host
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{conn.info.port}"
+
+
+def session_defaults(url: str) -> dict[str, str]:
+    """The libpq parameters hsepay adds to every connection unless the URL sets them itself: a
+    read-write session (every role writes; with several hosts libpq then skips standbys)."""
+    return {} if "target_session_attrs" in libpq_params(url) else {"target_session_attrs": "read-write"}
+
+
+def conninfo(url: str, **params: Any) -> str:
+    """The libpq conninfo of `url` (a SQLAlchemy URL) with hsepay's session defaults and `params`.
+
+    What the URL itself says about a parameter wins over hsepay's default for it (an operator's
+    `?connect_timeout=3`), except the application name, which tells the roles apart in
+    pg_stat_activity.
+    """
+    given = libpq_params(url)
+    chosen = {key: value for key, value in params.items() if key == "application_name" or key not in given}
+    return _make_conninfo(libpq_conninfo(url), **session_defaults(url), **chosen)
+
+
+async def connect(
+    url: str, *, watch: str | None = None, autocommit: bool = False, **params: Any
+) -> psycopg.AsyncConnection:
+    """A psycopg connection to the database of `url`, as `conninfo()` describes it.
+
+    `watch` names the database in the logs: the server reached, or the failure that means no
+    writable primary, goes to that process-wide `PrimaryWatch` (see `hsepay.primary`).
+    """
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo(url, **params), autocommit=autocommit)
+    except Exception as exc:
+        if watch and is_unavailable(exc):
+            watch_of(watch).lost(exc)
+        raise
+    if watch:
+        watch_of(watch).connected(server_of(conn))
+    return conn
+
+
+def _drop_read_only_connections(watch: PrimaryWatch):
+    def handle_error(context: ExceptionContext) -> None:
+        exc = context.original_exception
+        if is_read_only(exc):
+            # A standby or a server shutting down: this connection (and, since a failover moves
+            # them all, the rest of the pool) will never write again; the next checkout reconnects.
+            context.is_disconnect = True
+        if is_unavailable(exc) or context.is_disconnect:
+            watch.lost(exc)
+
+    return handle_error
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, pool_timeout: float = 5.0, application_name: str = "hsepay"
 ) -> AsyncEngine:
@@ -28,15 +101,21 @@ def create_engine(
 
     The pool is bounded (`pool_size` plus as many overflow connections): a request that finds it
     exhausted waits `pool_timeout` seconds, then fails with a pool TimeoutError that the API answers
-    503, rather than queueing for SQLAlchemy's default 30 s.
+    503, rather than queueing for SQLAlchemy's default 30 s. Connections come from `connect()`
+    (`connect_args` are its libpq parameters); the watch is named after the application name
+    without its `hsepay-` prefix (the service).
     """
-    return create_async_engine(
+    connect_args = {"application_name": application_name, "connect_timeout": 10}
+    watch = application_name.removeprefix("hsepay-")
+    engine = create_async_engine(
         url,
+        async_creator=lambda: connect(url, watch=watch, **connect_args),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
         # No pre-ping: it costs a round trip per checkout on the hot path; a dropped connection
         # fails its statement instead, which every caller already retries or reports as 503.
         pool_pre_ping=False,
-        connect_args={"application_name": application_name, "connect_timeout": 10},
     )
+    event.listen(engine.sync_engine, "handle_error", _drop_read_only_connections(watch_of(watch)))
+    return engine

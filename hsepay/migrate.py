@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, MetaData, create_engine, inspect, text
 
 from hsepay.config import ConfigError
+from hsepay.db import session_defaults
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -149,7 +150,7 @@ def revision_of(connection: Connection, service: str) -> str | None:
 
 
 def current_revision(service: str, url: str) -> str | None:
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=session_defaults(url))
     try:
         with engine.connect() as conn:
             return revision_of(conn, service)

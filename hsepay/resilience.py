@@ -22,6 +22,7 @@ __all__ = [
     "Backoff",
     "describe",
     "is_broker_fault",
+    "is_read_only",
     "is_unavailable",
     "run_periodically",
     "sleep_or_stop",
@@ -42,12 +43,36 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
 """Faults of the database connection (server down, restarting, network, every pooled connection
 busy past HSEPAY_DB_POOL_TIMEOUT), not of the request."""
 
+NO_WRITABLE_PRIMARY = {
+    "25006": "read-only transaction",  # a standby, a demoted primary, default_transaction_read_only
+    "57P01": "admin shutdown",  # a switchover or a fast stop ends every session
+    "57P02": "crash shutdown",
+    "57P03": "cannot connect now",  # starting up, in recovery, shutting down
+}
+"""SQLSTATEs of a server that is up but cannot take writes: during a failover the server at the
+other end of a connection (through HAProxy, or pooled from before a switchover) is a standby or is
+going away. They say nothing about the request, so they count as the database being unavailable:
+503 from an API, a retry for a worker, and never an attempt against a message's quarantine."""
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """The server answered, but is not (or no longer) a writable primary: its connections are of
+    no use any more (the pool drops them, see `hsepay.db`)."""
+    cause = _driver_error(exc)
+    state = getattr(cause, "sqlstate", None)
+    # 55000 is also raised for other unmet prerequisites; only "recovery is in progress" means a standby.
+    return state in NO_WRITABLE_PRIMARY or (state == "55000" and "recovery" in str(cause).lower())
+
 
 def is_unavailable(exc: BaseException) -> bool:
     """The database cannot be used right now: retry later (workers) or answer 503 (API), exit 2 (CLI)."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, DATABASE_UNAVAILABLE)
+    return isinstance(exc, DATABASE_UNAVAILABLE) or is_read_only(exc)
 
 
 def is_broker_fault(exc: BaseException) -> bool:
@@ -59,7 +84,7 @@ def is_broker_fault(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """One line for logs and status panels: the driver's first line, not a traceback."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    cause = _driver_error(exc)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
     return f"{type(cause).__name__}: {first}" if first else repr(cause)
 

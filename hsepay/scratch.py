@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from hsepay import embedded, registry
 from hsepay.config import Settings, normalise_db_url
-from hsepay.relay.leadership import libpq_conninfo
+from hsepay.db import conninfo
 
 __all__ = ["scratch_databases"]
 
@@ -39,7 +39,7 @@ def scratch_databases(
     urls = {}
     for service, name in names.items():
         base = make_url(configured[service])
-        maintenance = libpq_conninfo(base.set(database="postgres").render_as_string(hide_password=False))
+        maintenance = conninfo(base.set(database="postgres").render_as_string(hide_password=False))
         with psycopg.connect(maintenance, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

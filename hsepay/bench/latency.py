@@ -36,8 +36,8 @@ from hsepay.bench.session import SagaSession
 from hsepay.bench.stats import Histogram
 from hsepay.bench.usage import Phase, ProcessFigures, measure
 from hsepay.bench.watch import HTTP_POLL_EVERY, FinalPoller, HttpWatcher
+from hsepay.db import libpq_conninfo
 from hsepay.orders.tables import orders
-from hsepay.relay.leadership import libpq_conninfo
 
 __all__ = ["LatencyResult", "latency"]
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import embedded, migrate, registry
 from hsepay.config import ConfigError, Settings, normalise_db_url
+from hsepay.config.dburl import endpoints
 from hsepay.db import create_engine
 from hsepay.registry import ServiceSpec
 from hsepay.resilience import Backoff, describe, is_unavailable
@@ -96,11 +97,8 @@ def open_engines(settings: Settings, urls: Mapping[str, str]) -> dict[str, Async
 
 def describe_db_error(variable: str, url: str, exc: BaseException) -> str:
     """One line naming the variable and the server, for a database that cannot be reached."""
-    parsed = make_url(url)
-    where = parsed.host or parsed.query.get("host") or "local socket"
-    if parsed.port:
-        where = f"{where}:{parsed.port}"
-    return f"{variable}: cannot use database {parsed.database!r} at {where}: {describe(exc)}"
+    where = ", ".join(endpoints(url))
+    return f"{variable}: cannot use database {make_url(url).database!r} at {where}: {describe(exc)}"
 
 
 async def check_database(spec: ServiceSpec, engine: AsyncEngine, url: str) -> None:

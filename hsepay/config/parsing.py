@@ -168,39 +168,17 @@ def networks(raw: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv
     return tuple(found)
 
 
-_ACCEPTED_DB_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
-
-
 def normalise_db_url(raw: str, variable: str) -> str:
-    """Turn a PostgreSQL URL into the SQLAlchemy psycopg 3 form, or raise ConfigError."""
+    """Any PostgreSQL URL or conninfo string libpq accepts, as the canonical SQLAlchemy psycopg 3
+    URL (see `dburl`), or a ConfigError naming `variable`."""
     # Imported here: the settings are read by every command, `hsepay --help` too, and SQLAlchemy
-    # costs ~0.2 s to import; only a configured database URL needs it.
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    # and psycopg cost ~0.2 s to import; only a configured database URL needs them.
+    from hsepay.config.dburl import DatabaseUrlError, canonical_db_url
 
-    raw = raw.strip()
     try:
-        url = make_url(raw)
-        port = url.port  # a non-numeric port raises ValueError here, not at connect time
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            f"{variable}: {_redacted(raw)!r} is not a database URL (expected postgresql://user:pass@host:port/dbname)"
-        ) from None
-    if url.drivername not in _ACCEPTED_DB_SCHEMES:
-        raise ConfigError(
-            f"{variable}: scheme {url.drivername!r} is not supported; hsepay runs on PostgreSQL only "
-            "(postgresql://user:pass@host:port/dbname)"
-        )
-    if not url.database:
-        raise ConfigError(f"{variable}: {_redacted(raw)!r} names no database (postgresql://host/dbname)")
-    if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"{variable}: port {port} is out of range")
-    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-def _redacted(raw: str) -> str:
-    """A URL as it may appear in an error line: never with its password."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw)
+        return canonical_db_url(raw)
+    except DatabaseUrlError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
 
 
 def redacted_url(url: str) -> str:

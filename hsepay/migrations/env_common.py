@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from hsepay.db import session_defaults
 from hsepay.migrate import claim, metadata_for, version_table
 
 
@@ -17,7 +18,7 @@ def migrate_online(service: str) -> None:
     if connection is not None:
         _migrate(connection, service)
         return
-    engine = create_engine(url, poolclass=pool.NullPool)
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=session_defaults(url))
     try:
         with engine.connect() as conn:
             _migrate(conn, service)

@@ -22,12 +22,12 @@ from typing import TypeVar
 
 import psycopg
 from sqlalchemy import Table
-from sqlalchemy.engine import make_url
 
+from hsepay.db import connect, server_of
 from hsepay.relay.store import notify_channel
 from hsepay.resilience import sleep_or_stop
 
-__all__ = ["Leadership", "LeadershipLost", "libpq_conninfo", "relay_lock_key"]
+__all__ = ["Leadership", "LeadershipLost", "relay_lock_key"]
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ class LeadershipLost(psycopg.OperationalError):
 
 def relay_lock_key(outbox: Table) -> str:
     return f"hsepay.relay.{outbox.name}"
-
-
-def libpq_conninfo(sqlalchemy_url: str) -> str:
-    """A plain libpq URI for psycopg from the SQLAlchemy form (drops the +psycopg driver)."""
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def holder_name(service: str) -> str:
@@ -69,10 +64,27 @@ class Leadership:
         return self.lease / 3
 
     async def __aenter__(self) -> Leadership:
-        self._conn = await psycopg.AsyncConnection.connect(
-            libpq_conninfo(self.db_url), autocommit=True, application_name=self.application_name
+        # The same connect() as the engines: same hosts, same read-write session, same primary watch.
+        self._conn = await connect(
+            self.db_url, watch=self.name, autocommit=True, application_name=self.application_name, connect_timeout=10
         )
+        try:
+            await self._refuse_read_only()
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
+
+    async def _refuse_read_only(self) -> None:
+        """A lock taken on a standby excludes no relay on the primary: two would publish at once.
+        libpq's read-write check cannot see through a proxy (HAProxy may still route to a primary
+        Patroni is demoting), so the session asks the server itself."""
+        cur = await self.conn.execute("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool")
+        if (await cur.fetchone())[0]:
+            raise psycopg.errors.ReadOnlySqlTransaction(
+                f"{self.name} relay: {server_of(self.conn)} is read-only (a standby, or a read-only database): "
+                "no relay lock there"
+            )
 
     async def __aexit__(self, *exc: object) -> None:
         conn, self._conn = self._conn, None

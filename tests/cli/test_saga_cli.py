@@ -26,8 +26,8 @@ from aiokafka import AIOKafkaProducer
 
 from hsepay import embedded, migrate
 from hsepay.config import get_settings
+from hsepay.db import libpq_conninfo
 from hsepay.relay.broker import BrokerConfig, ensure_topics
-from hsepay.relay.leadership import libpq_conninfo
 from hsepay.relay.signing import EventSigner
 from tests.cli.helpers import invoke, ok, ok_json
 from tests.support import event_secrets_env

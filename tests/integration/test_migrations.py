@@ -8,9 +8,9 @@ from alembic import command
 from sqlalchemy import create_engine, text
 
 from hsepay import migrate
+from hsepay.db import libpq_conninfo
 from hsepay.orders.tables import outbox as orders_outbox
 from hsepay.relay.envelope import new_message
-from hsepay.relay.leadership import libpq_conninfo
 from hsepay.relay.store import enqueue, notify_channel
 from tests.conftest import SERVICES
 
