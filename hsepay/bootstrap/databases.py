@@ -30,6 +30,7 @@ __all__ = [
     "ensure_schema",
     "open_engines",
     "reachable",
+    "say_promise",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,36 @@ async def reachable(
     stop: asyncio.Event | None = None,
 ) -> None:
     """`check_database`; with `wait` (a long-running role), a database that does not answer yet (a
-    server restarting, a container starting) is waited for, up to `startup_wait` seconds."""
+    server restarting, a container starting) is waited for, up to `startup_wait` seconds, and the
+    role then says what that database promises on failover."""
     if not wait:
         await check_database(spec, engine, url)
         return
+    await _wait_for(settings, spec, engine, url, stop)
+    await say_promise(spec, engine)
+
+
+async def say_promise(spec: ServiceSpec, engine: AsyncEngine) -> None:
+    """Log what the database promises an acknowledged write on failover (see `hsepay.replication`),
+    at a role's start: info when nothing acknowledged can be lost, a warning otherwise."""
+    from hsepay.replication import read_promise
+
+    try:
+        async with engine.connect() as conn:
+            promise = await read_promise(conn)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.warning("%s database: what it promises on failover is unknown: %s", spec.name, describe(exc))
+        return
+    log.log(
+        logging.WARNING if promise.can_lose_acknowledged_writes else logging.INFO, "%s", promise.describe(spec.name)
+    )
+
+
+async def _wait_for(
+    settings: Settings, spec: ServiceSpec, engine: AsyncEngine, url: str, stop: asyncio.Event | None
+) -> None:
     deadline = asyncio.get_running_loop().time() + settings.saga.startup_wait
     backoff = Backoff(settings.saga.max_backoff, initial=0.2)
     while True:

@@ -33,7 +33,9 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Backlog, throughput, consumer lag, quarantine and the latest errors of each service, read from the
-    databases and the broker, plus the readiness of the processes named with --target.
+    databases and the broker, plus the readiness of the processes named with --target. The replication
+    column says what each database promises on failover: sync (nothing acknowledged is lost), ASYNC
+    (acknowledged orders and deposits can be lost: a warning follows), or none (no standby).
 
     Example: hsepay status --watch --target http://127.0.0.1:9101 --target http://127.0.0.1:9102
     """
@@ -103,8 +105,20 @@ def _holder(service: str, relay: dict[str, Any] | None) -> str:
     return str(relay["application_name"]).removeprefix(f"hsepay-relay-{service} ")
 
 
+def _replication(database: dict[str, Any] | None) -> str:
+    """What the database promises on failover, in a table cell (red where acknowledged writes can be lost)."""
+    if not database:
+        return "?"
+    standbys = len(database["standbys"])
+    text = {"synchronous": f"sync ({standbys} standby)", "asynchronous": f"ASYNC ({standbys} standby)"}.get(
+        database["kind"], database["kind"]
+    )
+    return f"[red]{text}[/]" if database["can_lose_acknowledged_writes"] else text
+
+
 SERVICE_COLUMNS = (
     Column("service"),
+    Column("replication"),
     Column("outbox pending", justify="right"),
     Column("oldest (s)", justify="right"),
     Column("published/s", justify="right"),
@@ -116,13 +130,15 @@ SERVICE_COLUMNS = (
 
 
 def render(report: dict[str, Any], width: int) -> Group:
-    """The snapshot as Rich tables laid out for `width` columns: services, processes, latest errors."""
+    """The snapshot as Rich tables laid out for `width` columns: services (with what each database promises
+    on failover, and a warning where an acknowledged write can be lost), processes, latest errors."""
     rows = []
     for name, r in report["services"].items():
         outbox, inbox = r.get("outbox") or {}, r.get("inbox") or {}
         rows.append(
             (
                 cell(name),
+                _replication(r.get("database")),
                 _number(outbox.get("pending")),
                 _number(outbox.get("oldest_pending_age_s")) if outbox.get("pending") else "-",
                 _number(r.get("published_per_s")),
@@ -133,6 +149,10 @@ def render(report: dict[str, Any], width: int) -> Group:
             )
         )
     parts: list[Any] = [fit(console, "hsepay status", SERVICE_COLUMNS, rows, width)]
+    for r in report["services"].values():
+        database = r.get("database")
+        if database and database["can_lose_acknowledged_writes"]:
+            parts.append(f"[bold red]warning:[/] {cell(database['summary'])}")
     if report["processes"]:
         process_rows = []
         for p in report["processes"]:

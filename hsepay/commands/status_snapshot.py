@@ -16,6 +16,7 @@ from hsepay.registry import ServiceSpec
 from hsepay.relay.backlog import outbox_status
 from hsepay.relay.quarantine import inbox_status
 from hsepay.relay.store import INBOX_PROCESSED
+from hsepay.replication import read_promise
 from hsepay.resilience import describe
 from hsepay.system import System
 
@@ -51,9 +52,11 @@ async def _service(system: System, spec: ServiceSpec) -> dict[str, Any]:
     from hsepay.relay.broker import partition_offsets
 
     assert spec.database is not None
-    report: dict[str, Any] = {"database_error": None}
+    report: dict[str, Any] = {"database_error": None, "database": None}
     try:
         async with system.engine(spec.name).connect() as conn:
+            promise = await read_promise(conn)
+            report["database"] = {**promise.to_json(), "summary": promise.describe(spec.name)}
             report["outbox"] = await outbox_status(conn, spec.database.outbox)
             report["inbox"] = await inbox_status(conn, spec.database.inbox, spec.name, show=5)
             report.update(await _throughput(conn, spec))

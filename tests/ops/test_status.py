@@ -37,6 +37,8 @@ def test_status_reports_each_service_and_each_process(cli_env, payments_engine, 
     assert orders["inbox"]["quarantined"] == 0 and orders["database_error"] is None
     assert {"published_per_s", "applied_per_s", "lag", "lag_total", "broker_error"} <= orders.keys()
     assert report["processes"] == []
+    # The embedded server streams to no standby: nothing to fail over to, nothing acknowledged at risk there.
+    assert orders["database"]["kind"] == "none" and orders["database"]["can_lose_acknowledged_writes"] is False
 
     port = free_port()
     with running(["relay", "orders", "--metrics-port", str(port)], cli_env, [f"http://127.0.0.1:{port}/health/ready"]):
@@ -56,7 +58,7 @@ def test_status_reports_each_service_and_each_process(cli_env, payments_engine, 
         assert report["services"]["orders"]["outbox"]["active_relay"] is not None
 
         table = ok("status", "orders", "--target", target).stdout
-        assert "outbox pending" in table and "orders relay active" in table
+        assert "outbox pending" in table and "orders relay active" in table and "replication" in table
 
     gone = json.loads(ok("status", "orders", "--json", "--target", target).stdout)
     assert gone["processes"][0]["ready"] is False and gone["processes"][0]["error"]
