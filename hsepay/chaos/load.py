@@ -34,6 +34,9 @@ class LoadResult:
     """Requests that got no answer within REQUEST_TIMEOUT."""
     slow: list[tuple[float, float, str]] = field(default_factory=list)
     """(sent at, seconds, outcome) of every request that took longer than a second."""
+    unavailable: list[tuple[float, float]] = field(default_factory=list)
+    """(sent at, seconds to the answer) of every 503: when the database was unavailable, and how fast
+    the API said so."""
     replays: int = 0
     sent: int = 0
     """Orders the load intended (the count, or more when it ran until the faults were over)."""
@@ -66,6 +69,8 @@ async def _place_one(
             if time.time() - sent > 1.0:
                 result.slow.append((sent, time.time() - sent, str(response.status_code)))
             result.statuses[response.status_code] += 1
+            if response.status_code == 503:
+                result.unavailable.append((sent, time.time() - sent))
             if response.status_code == 202:
                 result.accepted[key] = uuid.UUID(response.json()["id"])
                 if response.headers.get("Idempotent-Replayed") == "true":

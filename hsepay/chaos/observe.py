@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hsepay.orders.tables import orders as orders_table
 from hsepay.resilience import is_unavailable
 
-__all__ = ["STUCK_AFTER", "Sampler"]
+__all__ = ["STUCK_AFTER", "Sampler", "unavailable_window"]
 
 STUCK_AFTER = 1.0
 """An order still `created` this many seconds after its creation counts as stuck."""
@@ -24,6 +26,23 @@ class Sampler:
     def __init__(self, orders: AsyncEngine) -> None:
         self.orders = orders
         self.samples: list[tuple[float, int | None]] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Sampler]:
+        """Sample in the background for the block; stopped however the block ends (a run that failed
+        must not leave its sampler polling a database that is dropped next)."""
+        self._task = asyncio.create_task(self.run(self._stop))
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         query = select(func.count()).where(
@@ -57,3 +76,19 @@ class Sampler:
             if at >= until:
                 return since
         return None
+
+
+def unavailable_window(answers: list[tuple[float, float]], since: float, until: float) -> dict[str, float] | None:
+    """The 503s of requests sent in [since, until): from the first to the last answer (seconds), how
+    many, and the slowest (a 503 must come fast: the API never waits out a missing primary)."""
+    inside = [(sent, took) for sent, took in answers if since <= sent < until]
+    if not inside:
+        return None
+    first = min(sent for sent, _ in inside)
+    last = max(sent + took for sent, took in inside)
+    return {
+        "seconds": round(last - first, 2),
+        "from_s": round(first - since, 2),
+        "answers": len(inside),
+        "slowest_s": round(max(took for _, took in inside), 3),
+    }

@@ -21,6 +21,8 @@ class FaultRecord:
     recovery_s: float | None = None
     after_return_s: float | None = None
     detail: str = ""
+    unavailable: dict[str, float] | None = None
+    """The 503 window of this fault (see `observe.unavailable_window`), None if there was none."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -30,6 +32,7 @@ class FaultRecord:
             "detail": self.detail,
             "recovery_s": self.recovery_s,
             "after_return_s": self.after_return_s,
+            "unavailable": self.unavailable,
         }
 
 
@@ -49,6 +52,11 @@ class ChaosReport:
     role_starts: dict[str, int] = field(default_factory=dict)
     died: dict[str, int | None] = field(default_factory=dict)
     """Roles that exited by themselves during the run (name -> exit code): a role must ride out faults."""
+    missing: list[str] = field(default_factory=list)
+    """Orders answered 202 that the orders database no longer has (a failover onto a standby that
+    had not received them): lost, and counted in `lost` too."""
+    deposits: dict[str, Any] = field(default_factory=dict)
+    """sent, acknowledged and lost deposits, when the run made deposits too."""
 
     @property
     def double_debits(self) -> int:
@@ -68,6 +76,9 @@ class ChaosReport:
             and self.load.hung == 0
             and bool(self.audit.get("ok"))
             and not self.died
+            and not self.deposits.get("lost")
+            and not self.deposits.get("server_errors")
+            and not self.deposits.get("hung")
         )
 
     def verdict(self) -> str:
@@ -85,7 +96,13 @@ class ChaosReport:
             f"drained {'-' if drained is None else f'{drained:.1f}s'} after the last fault, "
             f"HTTP 5xx (not 503) {self.load.server_errors}, hung {self.load.hung}, "
             f"roles died {', '.join(self.died) or 'none'}, "
-            f"audit {'ok' if self.audit.get('ok') else 'FAILED'} → {'PASS' if self.passed else 'FAIL'}"
+            + (
+                f"deposits {self.deposits['acknowledged']}/{self.deposits['sent']} acknowledged, "
+                f"lost {len(self.deposits['lost'])}, "
+                if self.deposits
+                else ""
+            )
+            + f"audit {'ok' if self.audit.get('ok') else 'FAILED'} → {'PASS' if self.passed else 'FAIL'}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -95,6 +112,8 @@ class ChaosReport:
             "seed": self.seed,
             "orders": {"intended": self.intended, "accepted": len(self.load.accepted), "final": self.final},
             "lost": self.lost + self.load.given_up,
+            "missing": self.missing,
+            "deposits": self.deposits,
             "double_debits": self.double_debits,
             "duplicates_absorbed": self.duplicates_absorbed,
             "redriven": self.redriven,
