@@ -55,6 +55,8 @@ class ChaosReport:
     missing: list[str] = field(default_factory=list)
     """Orders answered 202 that the orders database no longer has (a failover onto a standby that
     had not received them): lost, and counted in `lost` too."""
+    lost_orders: list[str] = field(default_factory=list)
+    """Orders whose payment request is on the topic but which the orders database lost (the topic audit)."""
     deposits: dict[str, Any] = field(default_factory=dict)
     """sent, acknowledged and lost deposits, when the run made deposits too."""
 
@@ -113,6 +115,7 @@ class ChaosReport:
             "orders": {"intended": self.intended, "accepted": len(self.load.accepted), "final": self.final},
             "lost": self.lost + self.load.given_up,
             "missing": self.missing,
+            "lost_orders": self.lost_orders,
             "deposits": self.deposits,
             "double_debits": self.double_debits,
             "duplicates_absorbed": self.duplicates_absorbed,

@@ -41,6 +41,7 @@ from hsepay.ports import free_ports
 from hsepay.relay.broker import ensure_topics, partition_offsets
 from hsepay.resilience import describe, is_unavailable
 from hsepay.system import System
+from hsepay.topic_audit import TopicWitness
 
 __all__ = ["ChaosReport", "ChaosSetup", "role_commands", "run_chaos"]
 
@@ -256,8 +257,20 @@ async def _load_and_faults(
         report.redriven = (
             await conn.execute(select(func.coalesce(func.sum(orders_table.c.payment_requests - 1), 0)))
         ).scalar_one()
+    witness = TopicWitness(
+        system["orders"].broker, settings.kafka.orders_topic, settings.kafka.payment_status_topic, timeout=120
+    )
+    await witness.mark()
     async with system.engine("payments").connect() as p, system.engine("orders").connect() as o:
-        report.audit = (await check_invariants(p, o)).to_json()
+        await p.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        await o.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        audit = await check_invariants(p, o)
+        # The topics too: what a failover made both databases forget (the money checks cannot see it).
+        found = await witness.compare(p, o)
+        audit.checks.extend(found.checks)
+        audit.facts["topics"] = found.facts
+        report.audit = audit.to_json()
+        report.lost_orders = [lost.describe() for lost in found.lost_orders]
         if deposits is not None:
             lost = await lost_deposits(p, deposits)
             report.deposits = {

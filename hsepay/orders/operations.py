@@ -36,6 +36,7 @@ __all__ = [
     "get_order",
     "list_orders",
     "redrive_stale_orders",
+    "restore_orders",
 ]
 
 _COLUMNS = (
@@ -315,3 +316,38 @@ async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topi
         extra = {"order_id": order_id, "correlation_id": order_id, "event_id": str(message.event_id)}
         log.info("re-sending the payment request of order %s", order_id, extra=extra)
     return len(stale)
+
+
+RESTORED_DESCRIPTION = "(restored from its payment request after the orders database lost it)"
+
+
+async def restore_orders(conn: AsyncConnection, lost: Sequence[tuple[uuid.UUID, uuid.UUID, int, datetime]]) -> int:
+    """Recreate orders (id, user, amount, requested at) that the database lost but whose payment
+    request the topic still holds; returns how many were recreated (an order that exists is left alone).
+
+    Each comes back `created`, with no new outbox row and its payment requested long ago: the
+    re-drive sends its request again at its next turn, and the payments side answers from the
+    decision it kept, or decides now if it lost that too. The debit stays unique by order id, so
+    this never debits twice. The description was never on the topic; it says where the order came from.
+    """
+    if not lost:
+        return 0
+    inserted = await conn.execute(
+        text(
+            "INSERT INTO orders (id, user_id, amount, description, created_at, updated_at, payment_requested_at) "
+            "SELECT id, user_id, amount, :description, at, now(), '-infinity' FROM unnest("
+            "CAST(:ids AS uuid[]), CAST(:users AS uuid[]), CAST(:amounts AS bigint[]), CAST(:ats AS timestamptz[])"
+            ") AS r(id, user_id, amount, at) ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        {
+            "description": RESTORED_DESCRIPTION,
+            "ids": [item[0] for item in lost],
+            "users": [item[1] for item in lost],
+            "amounts": [item[2] for item in lost],
+            "ats": [item[3] for item in lost],
+        },
+    )
+    restored = [row.id for row in inserted]
+    for order_id in restored:
+        log.warning("restored order %s from its payment request", order_id, extra={"order_id": str(order_id)})
+    return len(restored)
