@@ -61,8 +61,9 @@ class LostOrder:
     decision: str | None
     """What the payments database decided for it (None: it has no decision either)."""
     suspected_duplicate_of: uuid.UUID | None = None
-    """An order of the same user and amount created within a minute of it: possibly the client's
-    retry after the failover, answered as a new order. Such a loss is not repaired automatically."""
+    """An order of the same user and amount created within the minute after it: possibly the
+    client's retry after the failover, answered as a new order. Such a loss is not repaired
+    automatically."""
 
     def describe(self) -> str:
         decided = f"payments decided {self.decision}" if self.decision else "payments has no decision either"
@@ -270,7 +271,9 @@ async def compare_with_topics(
 
 
 async def _flag_duplicates(orders_conn: AsyncConnection, lost: list[LostOrder]) -> list[LostOrder]:
-    """Mark a lost order whose user has an order of the same amount within a minute of it."""
+    """Mark a lost order whose user has a later order of the same amount within a minute of it: the
+    client may have retried after the failover, and got a new order (the idempotency record of the
+    lost one was lost with it). Earlier orders cannot be such a retry."""
     flagged = []
     for item in lost:
         twin = (
@@ -279,7 +282,7 @@ async def _flag_duplicates(orders_conn: AsyncConnection, lost: list[LostOrder]) 
                 .where(
                     orders.c.user_id == item.user_id,
                     orders.c.amount == item.amount,
-                    orders.c.created_at.between(item.requested_at - _MINUTE, item.requested_at + _MINUTE),
+                    orders.c.created_at.between(item.requested_at, item.requested_at + _MINUTE),
                 )
                 .limit(1)
             )

