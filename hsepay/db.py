@@ -9,6 +9,7 @@ the process's `PrimaryWatch`.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -81,6 +82,14 @@ async def connect(
     return conn
 
 
+OPENED_AT = "hsepay_opened_at"
+"""Key of a pooled connection's `info`: when (time.monotonic) it was opened."""
+
+
+def _note_opening(dbapi_connection: Any, record: Any) -> None:
+    record.info[OPENED_AT] = time.monotonic()
+
+
 def _drop_read_only_connections(watch: PrimaryWatch):
     def handle_error(context: ExceptionContext) -> None:
         exc = context.original_exception
@@ -89,9 +98,19 @@ def _drop_read_only_connections(watch: PrimaryWatch):
             # them all, the rest of the pool) will never write again; the next checkout reconnects.
             context.is_disconnect = True
         if is_unavailable(exc) or context.is_disconnect:
-            watch.lost(exc)
+            watch.lost(exc, opened_at=_opened_at(context))
 
     return handle_error
+
+
+def _opened_at(context: ExceptionContext) -> float | None:
+    """When the connection that failed was opened (None: a failed connect, or unknown). Read from
+    the pool's record without touching `Connection.connection`, which would try to revalidate."""
+    pooled = getattr(context.connection, "_dbapi_connection", None)
+    try:
+        return pooled.info.get(OPENED_AT) if pooled is not None else None
+    except Exception:  # an invalidated record has no info any more
+        return None
 
 
 def create_engine(
@@ -117,5 +136,6 @@ def create_engine(
         # fails its statement instead, which every caller already retries or reports as 503.
         pool_pre_ping=False,
     )
+    event.listen(engine.sync_engine, "connect", _note_opening)
     event.listen(engine.sync_engine, "handle_error", _drop_read_only_connections(watch_of(watch)))
     return engine

@@ -32,6 +32,9 @@ class PrimaryWatch:
     lost_reason: str | None = None
     changes: int = 0
     """Times the primary changed or came back (a metric a test can wait on)."""
+    since: float | None = None
+    """When (time.monotonic) the current primary was first reached: a connection opened before
+    that was opened to another server, or before an outage."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def connected(self, server: str) -> None:
@@ -39,6 +42,8 @@ class PrimaryWatch:
         with self._lock:
             previous, lost_at = self.server, self.lost_at
             self.server, self.lost_at, self.lost_reason = server, None, None
+            if previous is None or lost_at is not None or previous != server:
+                self.since = time.monotonic()
             if previous is not None and (lost_at is not None or previous != server):
                 self.changes += 1
         if lost_at is not None:
@@ -54,10 +59,16 @@ class PrimaryWatch:
         elif previous != server:
             log.warning("%s database: primary is now %s (was %s)", self.name, server, previous)
 
-    def lost(self, exc: BaseException) -> None:
-        """A connection failed in a way that means no writable primary: say so once per outage."""
+    def lost(self, exc: BaseException, *, opened_at: float | None = None) -> None:
+        """A connection failed in a way that means no writable primary: say so once per outage.
+
+        A pooled connection `opened_at` before the current primary was reached is a leftover of the
+        previous one (its server's goodbye read only now): its failure says nothing of the primary.
+        """
         with self._lock:
             if self.lost_at is not None:
+                return
+            if opened_at is not None and self.since is not None and opened_at < self.since:
                 return
             self.lost_at, self.lost_reason = time.monotonic(), describe(exc)
         log.warning("%s database: lost primary %s: %s", self.name, self.server or "(none yet)", self.lost_reason)

@@ -82,13 +82,26 @@ async def make_deposits(
     seed: int,
     until: asyncio.Event,
     headers: dict[str, str],
+    concurrency: int = 16,
 ) -> DepositLoad:
     """Deposits of 1..5 into `users`' accounts at `rate` per second over HTTP until `until` is set,
-    each retried with its Idempotency-Key until answered 200 (as a careful client would)."""
+    each retried with its Idempotency-Key until answered 200 (as a careful client would).
+
+    At most `concurrency` are in flight; the others wait their turn. Unbounded, the deposits
+    retried through a 60 s failover piled up in httpx's pool, whose queue is scanned for every
+    request: the load generator's loop spent its CPU there, and the APIs waited for bodies that
+    never came."""
     rng = random.Random(seed ^ 0xD5)
     load = DepositLoad()
     tasks: list[asyncio.Task] = []
-    async with httpx.AsyncClient(base_url=payments_url, headers=headers) as client:
+    slots = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def one(key: str, user: uuid.UUID, amount: int) -> None:
+        async with slots:
+            await _deposit_one(client, key, user, amount, load)
+
+    async with httpx.AsyncClient(base_url=payments_url, headers=headers, limits=limits) as client:
         begin = time.monotonic()
         index = 0
         while not until.is_set():
@@ -100,7 +113,7 @@ async def make_deposits(
                 except TimeoutError:
                     pass
             key = f"chaos-deposit-{seed}-{index}"
-            tasks.append(asyncio.create_task(_deposit_one(client, key, rng.choice(users), rng.randint(1, 5), load)))
+            tasks.append(asyncio.create_task(one(key, rng.choice(users), rng.randint(1, 5))))
             index += 1
         load.sent = len(tasks)
         await asyncio.gather(*tasks)

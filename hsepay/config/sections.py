@@ -30,7 +30,11 @@ from hsepay.config.parsing import (
 @dataclass(frozen=True, repr=False)
 class DatabaseSettings:
     payments_url: str | None = setting(
-        None, "HSEPAY_PAYMENTS_DB", database_url, "PostgreSQL URL of the payments database; unset: embedded server"
+        None,
+        "HSEPAY_PAYMENTS_DB",
+        database_url,
+        "PostgreSQL URL of the payments database (any URL or conninfo libpq accepts, several hosts included); "
+        "unset: embedded server",
     )
     orders_url: str | None = setting(
         None,

@@ -11,6 +11,7 @@ three etcd members (a 3-node Apache Kafka would add three JVMs).
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from psycopg import sql
 
 from hsepay import embedded
 from hsepay.chaos import EmbeddedTansu
-from tests.ha.cluster import HaCluster, free_ports, missing_binaries, postgres_user_exists
+from tests.ha.cluster import DEFAULT_TIMING, HaCluster, free_ports, missing_binaries, postgres_user_exists
 
 REQUIRE = "HSEPAY_TEST_REQUIRE_HA"
 PACKAGES = "patroni etcd-server etcd-client postgresql-15 haproxy"
@@ -45,7 +46,11 @@ async def cluster():
     costs ~25 s); each test leaves it healthy (a writable primary, two streaming replicas, one
     synchronous) and in synchronous mode."""
     _skip_or_fail()
-    async with HaCluster.create() as ha:
+    timing = dict(DEFAULT_TIMING)
+    # e.g. HSEPAY_TEST_HA_TIMING='{"ttl": 30, "loop_wait": 10, "retry_timeout": 10}' (Patroni's defaults),
+    # to measure what those settings cost a failover (docs/OPERATIONS.md).
+    timing.update(json.loads(os.environ.get("HSEPAY_TEST_HA_TIMING") or "{}"))
+    async with HaCluster.create(timing=timing) as ha:
         yield ha
 
 

@@ -98,7 +98,10 @@ async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_
 
     assert report.missing, f"the failover lost nothing: the reproduction did not happen ({report.verdict()})"
     failing = _failing(report.audit)
-    assert not MONEY_CHECKS & set(failing), f"the money checks saw the loss: {failing}"  # issue 22: they cannot
+    # The money checks see the loss only by chance: when the payments consumer had not committed its
+    # offsets past the lost requests, it applies them again on the new primary, and the decisions of
+    # orders the orders database lost show up (issue 22's run: they did not, and the audit passed).
+    print(f"money checks failing: {sorted(MONEY_CHECKS & set(failing)) or 'none'}")
     assert "requested_orders_exist" in failing, report.audit
     named = {line.split()[1] for line in report.lost_orders}
     missing = {line.split()[1] for line in report.missing}
@@ -120,29 +123,37 @@ async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_
             )
         assert restored == len(found.repairable) > 0
         async with start_workers(rt, specs("payments", "orders")):
-            await _until_settled(rt, [x.order_id for x in found.repairable])
+            await _until_settled(rt)
         witness = TopicWitness(rt.broker_config("orders"), kafka.orders_topic, kafka.payment_status_topic)
         await witness.mark()
         async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
             audit = await check_invariants(p, o)
             after = await witness.compare(p, o)
-        assert audit.ok, audit.to_json()
-        # What is left: the losses held back as possible duplicates of a later order, named for a person.
+        # What is left: only the losses held back as possible duplicates of a later order, named for a
+        # person to decide (a decision made again for one of them is a debit without its order).
         held_back = {str(x.order_id) for x in found.lost_orders if x.suspected_duplicate_of}
-        still = {c.name: c.violations for c in after.checks if not c.ok}
-        for line in still.get("requested_orders_exist", []):
-            assert line.split()[1] in held_back, still
+        still = {c.name: c.violations for c in [*audit.checks, *after.checks] if not c.ok}
+        for name, lines in still.items():
+            if name == "conservation":
+                assert held_back, still
+                continue
+            for line in lines:
+                assert any(order_id in line for order_id in held_back), f"{name}: {line}"
         print(f"{summary}; restored {restored} (held back {len(held_back)}), settled by the re-drive; left: {still}")
     finally:
         await rt.dispose()
 
 
-async def _until_settled(rt: Runtime, ids) -> None:
-    deadline = time.monotonic() + 60
+async def _until_settled(rt: Runtime) -> None:
+    """Until no order is `created`: the restored ones, and those whose decision payments lost while
+    the orders database kept them (the re-drive asks again for both)."""
+    deadline = time.monotonic() + 90
     while True:
         async with rt.engine("orders").connect() as conn:
-            statuses = (await conn.execute(select(orders.c.status).where(orders.c.id.in_(ids)))).scalars().all()
-        if len(statuses) == len(ids) and "created" not in statuses:
+            waiting = (
+                (await conn.execute(select(orders.c.id).where(orders.c.status == "created").limit(5))).scalars().all()
+            )
+        if not waiting:
             return
-        assert time.monotonic() < deadline, f"restored orders not settled: {statuses}"
+        assert time.monotonic() < deadline, f"orders still created: {waiting}"
         await asyncio.sleep(0.2)

@@ -5,6 +5,7 @@ the primary watch says once when a primary is lost and when it is back (issue 22
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 import pytest
@@ -140,3 +141,19 @@ def test_the_watch_says_once_when_the_primary_is_lost_and_when_it_is_back(caplog
     assert lines[2].endswith("(was 127.0.0.1:5441)")
     assert len(lines) == 3
     assert watch.changes == 1 and watch.available
+
+
+def test_a_leftover_pooled_connection_of_the_old_primary_is_not_a_new_outage(caplog):
+    """After a failover, a connection pooled before it reads its server's goodbye only at its next
+    use: the role has a primary, and the log must not say it lost it."""
+    caplog.set_level(logging.INFO, logger="hsepay.database")
+    watch = PrimaryWatch("payments")
+    watch.connected("127.0.0.1:5441")
+    before_the_failover = time.monotonic()
+    watch.lost(OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed the connection")))
+    watch.connected("127.0.0.1:5442")
+    watch.lost(psycopg.errors.AdminShutdown("terminating connection"), opened_at=before_the_failover)
+    assert watch.available and watch.server == "127.0.0.1:5442"
+    watch.lost(psycopg.errors.AdminShutdown("terminating connection"), opened_at=time.monotonic())
+    assert not watch.available
+    assert sum("lost primary" in record.getMessage() for record in caplog.records) == 2
