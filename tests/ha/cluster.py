@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from hsepay.ports import free_ports
 
 PG_BIN = Path(os.environ.get("HSEPAY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 BINARIES = {"patroni": "patroni", "etcd": "etcd", "haproxy": "haproxy", "postgres": str(PG_BIN / "postgres")}
@@ -40,15 +41,6 @@ DEFAULT_TIMING = {"ttl": 10, "loop_wait": 1, "retry_timeout": 4}
 
 def missing_binaries() -> list[str]:
     return [name for name, binary in BINARIES.items() if shutil.which(binary) is None and not Path(binary).exists()]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports, all held open while chosen."""
-    with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _run_as() -> str | None:

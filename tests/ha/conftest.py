@@ -22,8 +22,9 @@ import pytest_asyncio
 from psycopg import sql
 
 from hsepay import embedded
-from hsepay.chaos import EmbeddedTansu
-from tests.ha.cluster import DEFAULT_TIMING, HaCluster, free_ports, missing_binaries, postgres_user_exists
+from hsepay.chaos.faults import EmbeddedTansu
+from hsepay.ports import free_ports
+from tests.ha.cluster import DEFAULT_TIMING, HaCluster, missing_binaries, postgres_user_exists
 
 REQUIRE = "HSEPAY_TEST_REQUIRE_HA"
 PACKAGES = "patroni etcd-server etcd-client postgresql-15 haproxy"

@@ -15,17 +15,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hsepay import registry
 from hsepay.audit import check_invariants
-from hsepay.bootstrap import Runtime
-from hsepay.chaos import ChaosSetup, Fault, run_chaos
+from hsepay.bootstrap import built
+from hsepay.chaos.faults import Fault
+from hsepay.chaos.run import ChaosSetup, run_chaos
 from hsepay.config import Settings
 from hsepay.orders.operations import restore_orders
 from hsepay.orders.tables import orders
 from hsepay.roles import start_workers
 from hsepay.topic_audit import TopicWitness
 from tests.chaos.reporting import record as _record
-from tests.support import specs
 
 pytestmark = pytest.mark.chaos
 
@@ -108,48 +110,45 @@ async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_
     assert named and named <= missing, (named, missing)
 
     # The repair: each lost order whose request is on the topic comes back, and the re-drive settles it.
-    settings = Settings.from_env({**environ, "HSEPAY_REDRIVE_AFTER": "0.5", "HSEPAY_AUTH_SECRET": ""})
-    rt = Runtime.from_settings(settings)
-    try:
-        await rt.connect_broker()
+    settings = Settings.from_env({**environ, "HSEPAY_REDRIVE_AFTER": "0.5"})
+    async with built(settings, registry.with_database(), relays=True, consumers=True) as system:
         kafka = settings.kafka
-        witness = TopicWitness(rt.broker_config("orders"), kafka.orders_topic, kafka.payment_status_topic)
+        payments, orders_db = system.engine("payments"), system.engine("orders")
+        witness = TopicWitness(system["orders"].broker, kafka.orders_topic, kafka.payment_status_topic)
         await witness.mark()
-        async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
+        async with payments.connect() as p, orders_db.connect() as o:
             found = await witness.compare(p, o)
-        async with rt.engine("orders").begin() as conn:
+        async with orders_db.begin() as conn:
             restored = await restore_orders(
                 conn, [(x.order_id, x.user_id, x.amount, x.requested_at) for x in found.repairable]
             )
         assert restored == len(found.repairable) > 0
-        async with start_workers(rt, specs("payments", "orders")):
-            await _until_settled(rt)
-        witness = TopicWitness(rt.broker_config("orders"), kafka.orders_topic, kafka.payment_status_topic)
+        async with start_workers(system):
+            await _until_settled(orders_db)
+        witness = TopicWitness(system["orders"].broker, kafka.orders_topic, kafka.payment_status_topic)
         await witness.mark()
-        async with rt.engine("payments").connect() as p, rt.engine("orders").connect() as o:
+        async with payments.connect() as p, orders_db.connect() as o:
             audit = await check_invariants(p, o)
             after = await witness.compare(p, o)
-        # What is left: only the losses held back as possible duplicates of a later order, named for a
-        # person to decide (a decision made again for one of them is a debit without its order).
-        held_back = {str(x.order_id) for x in found.lost_orders if x.suspected_duplicate_of}
-        still = {c.name: c.violations for c in [*audit.checks, *after.checks] if not c.ok}
-        for name, lines in still.items():
-            if name == "conservation":
-                assert held_back, still
-                continue
-            for line in lines:
-                assert any(order_id in line for order_id in held_back), f"{name}: {line}"
-        print(f"{summary}; restored {restored} (held back {len(held_back)}), settled by the re-drive; left: {still}")
-    finally:
-        await rt.dispose()
+    # What is left: only the losses held back as possible duplicates of a later order, named for a
+    # person to decide (a decision made again for one of them is a debit without its order).
+    held_back = {str(x.order_id) for x in found.lost_orders if x.suspected_duplicate_of}
+    still = {c.name: c.violations for c in [*audit.checks, *after.checks] if not c.ok}
+    for name, lines in still.items():
+        if name == "conservation":
+            assert held_back, still
+            continue
+        for line in lines:
+            assert any(order_id in line for order_id in held_back), f"{name}: {line}"
+    print(f"{summary}; restored {restored} (held back {len(held_back)}), settled by the re-drive; left: {still}")
 
 
-async def _until_settled(rt: Runtime) -> None:
+async def _until_settled(orders_db: AsyncEngine) -> None:
     """Until no order is `created`: the restored ones, and those whose decision payments lost while
     the orders database kept them (the re-drive asks again for both)."""
     deadline = time.monotonic() + 90
     while True:
-        async with rt.engine("orders").connect() as conn:
+        async with orders_db.connect() as conn:
             waiting = (
                 (await conn.execute(select(orders.c.id).where(orders.c.status == "created").limit(5))).scalars().all()
             )

@@ -143,18 +143,18 @@ async def test_an_order_whose_request_never_reached_the_topic_is_named(saga, pay
 
 
 async def test_a_lost_order_followed_by_the_same_purchase_is_named_not_restored(
-    runtime, payments_engine, orders_engine
+    saga, payments_engine, orders_engine
 ):
     """After a failover a client whose order was lost with its idempotency record may retry and get
     a new order: restoring the lost one too would charge that purchase twice."""
-    topic = runtime.settings.kafka.orders_topic
+    topic = saga.settings.kafka.orders_topic
     user = await open_account(payments_engine, 1000)
     lost = await place_order(orders_engine, user, 70, topic)
-    async with start_workers(runtime, specs("payments", "orders")):
+    async with start_workers(saga.system("payments", "orders")):
         await wait_final(orders_engine, [lost])
     await forget_the_tail(payments_engine, orders_engine, [lost])
     retried = await place_order(orders_engine, user, 70, topic)
-    found = await compare(runtime, payments_engine, orders_engine)
+    found = await compare(saga, payments_engine, orders_engine)
     assert found.repairable == []
     (line,) = failing(found.checks)["requested_orders_exist"]
     assert str(lost) in line and f"possibly the same purchase as order {retried}: not repaired" in line
