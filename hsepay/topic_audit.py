@@ -271,9 +271,16 @@ async def compare_with_topics(
 
 
 async def _flag_duplicates(orders_conn: AsyncConnection, lost: list[LostOrder]) -> list[LostOrder]:
-    """Mark a lost order whose user has a later order of the same amount within a minute of it: the
-    client may have retried after the failover, and got a new order (the idempotency record of the
-    lost one was lost with it). Earlier orders cannot be such a retry."""
+    """Mark a lost order that the same user may have placed again after the failover.
+
+    A client whose order was lost with its idempotency record, and who had not had its 202, retries
+    and gets a new order: restoring the lost one too would charge that purchase twice. Such a retry
+    is an order of the same user and amount created after the whole lost tail (every commit after
+    the first lost one was lost with it: the database replays its log in order) and within a
+    minute of the lost one."""
+    if not lost:
+        return lost
+    after = max(item.requested_at for item in lost)
     flagged = []
     for item in lost:
         twin = (
@@ -282,8 +289,10 @@ async def _flag_duplicates(orders_conn: AsyncConnection, lost: list[LostOrder]) 
                 .where(
                     orders.c.user_id == item.user_id,
                     orders.c.amount == item.amount,
-                    orders.c.created_at.between(item.requested_at, item.requested_at + _MINUTE),
+                    orders.c.created_at > after,
+                    orders.c.created_at <= item.requested_at + _MINUTE,
                 )
+                .order_by(orders.c.created_at)
                 .limit(1)
             )
         ).scalar_one_or_none()

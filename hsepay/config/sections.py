@@ -244,8 +244,11 @@ class SagaSettings:
     redrive_interval: float = setting(
         5.0, "HSEPAY_REDRIVE_INTERVAL", seconds(0.05, 3600), "seconds between scans for orders to re-drive"
     )
+    # 2 s, not 10: a relay or consumer that waited out a failover retried every 6.4-10 s by then, and
+    # came back 3-4 s after the new primary (issue 22, kill -9 of the leader): orders settle again
+    # within 5 s of a new primary only if every worker retries at least every 2 s.
     max_backoff: float = setting(
-        10.0, "HSEPAY_MAX_BACKOFF", seconds(0.1, 600), "upper bound of every retry backoff after a failure"
+        2.0, "HSEPAY_MAX_BACKOFF", seconds(0.1, 600), "upper bound of every retry backoff after a failure"
     )
     startup_wait: float = setting(
         60.0,

@@ -84,7 +84,7 @@ async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_
         cluster.lag_before_kill = LAG
         setup = ChaosSetup(environ=environ, work_dir=tmp_path, broker=control, cluster=cluster, deposit_rate=5.0)
         plan = [Fault(6.0, "pg-kill-leader", down=2.0)]
-        report = await run_chaos(setup, seed=47, orders=300, rate=20, users=40, plan=plan, settle_timeout=20)
+        report = await run_chaos(setup, seed=47, orders=300, rate=20, users=200, plan=plan, settle_timeout=20)
     finally:
         await _synchronous_again(cluster)
     _record("ha-async-loss", report)

@@ -63,7 +63,7 @@ def _assert_nothing_lost(report) -> None:
 async def test_failover_loses_nothing_acknowledged(tmp_path, cluster, scratch_databases, private_tansu, scenario, path):
     url_of = cluster.multi_host_url if path == "multi-host" else cluster.haproxy_url
     setup = _setup(tmp_path, cluster, scratch_databases, private_tansu, url_of)
-    report = await run_chaos(setup, seed=22, orders=300, rate=20, users=40, plan=[SCENARIOS[scenario]])
+    report = await run_chaos(setup, seed=22, orders=300, rate=20, users=200, plan=[SCENARIOS[scenario]])
     _record(f"ha-{scenario}-{path}", report)
     (fault,) = report.faults
     print(f"{scenario} via {path}: {fault.detail}; 503s {fault.unavailable}; settled {fault.after_return_s}s after")
