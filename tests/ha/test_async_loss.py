@@ -140,7 +140,8 @@ async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_
             continue
         for line in lines:
             assert any(order_id in line for order_id in held_back), f"{name}: {line}"
-    print(f"{summary}; restored {restored} (held back {len(held_back)}), settled by the re-drive; left: {still}")
+    left = {name: len(lines) for name, lines in still.items()}
+    print(f"{summary}; restored {restored} (held back {len(held_back)}), settled by the re-drive; left {left}")
 
 
 async def _until_settled(orders_db: AsyncEngine) -> None:
