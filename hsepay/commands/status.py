@@ -34,7 +34,7 @@ def status(
 ) -> None:
     """Backlog, throughput, consumer lag, quarantine and the latest errors of each service, read from the
     databases and the broker, plus the readiness of the processes named with --target. The replication
-    column says what each database promises on failover: sync (nothing acknowledged is lost), ASYNC
+    line says what each database promises on failover: sync (nothing acknowledged is lost), ASYNC
     (acknowledged orders and deposits can be lost: a warning follows), or none (no standby).
 
     Example: hsepay status --watch --target http://127.0.0.1:9101 --target http://127.0.0.1:9102
@@ -118,7 +118,6 @@ def _replication(database: dict[str, Any] | None) -> str:
 
 SERVICE_COLUMNS = (
     Column("service"),
-    Column("replication"),
     Column("outbox pending", justify="right"),
     Column("oldest (s)", justify="right"),
     Column("published/s", justify="right"),
@@ -138,7 +137,6 @@ def render(report: dict[str, Any], width: int) -> Group:
         rows.append(
             (
                 cell(name),
-                _replication(r.get("database")),
                 _number(outbox.get("pending")),
                 _number(outbox.get("oldest_pending_age_s")) if outbox.get("pending") else "-",
                 _number(r.get("published_per_s")),
@@ -149,6 +147,9 @@ def render(report: dict[str, Any], width: int) -> Group:
             )
         )
     parts: list[Any] = [fit(console, "hsepay status", SERVICE_COLUMNS, rows, width)]
+    # A line of its own, not a column: the services table must keep one row per service at 120 columns.
+    promises = ", ".join(f"{cell(name)} {_replication(r.get('database'))}" for name, r in report["services"].items())
+    parts.append(f"replication: {promises}")
     for r in report["services"].values():
         database = r.get("database")
         if database and database["can_lose_acknowledged_writes"]:
