@@ -183,7 +183,9 @@ def normalise_db_url(raw: str, variable: str) -> str:
 
 def redacted_url(url: str) -> str:
     """A URL as a repr or a log line may show it: its password masked (also `?password=`)."""
-    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", _redacted(url))
+    from hsepay.config.dburl import redacted
+
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", redacted(url))
 
 
 def repr_masking_urls(self: Any) -> str:
