@@ -37,6 +37,7 @@ from hsepay.orders.tables import outbox as orders_outbox
 from hsepay.payments.tables import payment_decisions
 from hsepay.relay.broker import BrokerConfig
 from hsepay.relay.history import HistoryEvent, TopicHistory, read_history
+from hsepay.relay.signing import EventVerifier
 
 __all__ = ["LostOrder", "TopicAudit", "TopicWitness", "compare_with_topics"]
 
@@ -101,6 +102,8 @@ class TopicWitness:
     max_per_partition: int = 1_000_000
     timeout: float = 300.0
     clock_margin: float = CLOCK_MARGIN
+    verifier: EventVerifier | None = None
+    """The producers' signatures: a refused record counts as unreadable, never as evidence."""
     marked: float = 0.0
 
     async def mark(self) -> None:
@@ -114,6 +117,7 @@ class TopicWitness:
             [self.orders_topic, self.results_topic],
             max_per_partition=self.max_per_partition,
             timeout=self.timeout,
+            verifier=self.verifier,
         )
         return await compare_with_topics(
             payments,
@@ -265,6 +269,9 @@ async def compare_with_topics(
             "requests_on_topic": len(requests),
             "results_on_topic": len(results),
             "unreadable_events": unreadable,
+            "refused_signatures": sum(
+                1 for e in history.events if e.envelope is None and (e.error or "").startswith("refused")
+            ),
             "orders_compared_with_topic": covered,
         },
     )

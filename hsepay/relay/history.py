@@ -20,6 +20,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from hsepay.relay.broker import BrokerConfig, partitions_of
 from hsepay.relay.envelope import Envelope, MalformedMessage, decode_envelope
+from hsepay.relay.inbound import message_from_record
+from hsepay.relay.signing import EventVerifier
 
 __all__ = ["HistoryEvent", "TopicHistory", "end_offsets", "partition_of", "read_history"]
 
@@ -40,7 +42,7 @@ class HistoryEvent:
     """The broker's record timestamp, Unix seconds (the producer's clock: CreateTime)."""
     key: str | None
     envelope: Envelope | None
-    """None for a value that is not a valid envelope (`error` says why)."""
+    """None for a value that is not a valid envelope, or not signed by its topic's producer (`error` says why)."""
     error: str | None = None
 
 
@@ -95,10 +97,18 @@ FETCH_WAIT_MS = 500
 
 
 async def read_history(
-    config: BrokerConfig, topics: Iterable[str], *, max_per_partition: int, timeout: float
+    config: BrokerConfig,
+    topics: Iterable[str],
+    *,
+    max_per_partition: int,
+    timeout: float,
+    verifier: EventVerifier | None = None,
 ) -> TopicHistory:
     """Every message of `topics` published before the read began: at most the latest
     `max_per_partition` of each partition, and for at most `timeout` seconds.
+
+    With a `verifier`, a record whose signature it refuses is kept without its envelope: whoever can
+    write to a topic must not make an audit believe (or a repair recreate) an order nobody placed.
 
     A partition is read to its end when it yields a message published after the read began, or
     nothing for IDLE_FETCHES fetches in a row. The end is not taken from the broker's end offsets:
@@ -143,7 +153,7 @@ async def read_history(
                         remaining.pop(tp, None)
                         break
                     history.first_read.setdefault(tp, record.timestamp / 1000)
-                    history.events.append(_event(record))
+                    history.events.append(_event(record, verifier))
                 if remaining.get(tp, 0) >= IDLE_FETCHES:
                     remaining.pop(tp)
             await asyncio.sleep(0)
@@ -152,8 +162,11 @@ async def read_history(
     return history
 
 
-def _event(record) -> HistoryEvent:
+def _event(record, verifier: EventVerifier | None) -> HistoryEvent:
     key = record.key.decode("utf-8", "replace") if record.key is not None else None
+    refused = verifier.verify(message_from_record(record)) if verifier is not None else None
+    if refused is not None:
+        return HistoryEvent(record.topic, record.partition, record.offset, record.timestamp / 1000, key, None, refused)
     try:
         envelope, error = decode_envelope(record.value), None
     except MalformedMessage as exc:

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from sqlalchemy import delete, select, text, update
 
+from hsepay.bootstrap.event_secrets import verifier_for
 from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import inbox as orders_inbox
 from hsepay.orders.tables import orders
@@ -24,7 +25,15 @@ from hsepay.payments.tables import outbox as payments_outbox
 from hsepay.roles import start_workers
 from hsepay.topic_audit import TopicWitness
 from tests.integration.conftest import wait_final
-from tests.support import assert_audit_ok, broker_of, open_account, place_order
+from tests.support import (
+    assert_audit_ok,
+    broker_of,
+    ensure_saga_topics,
+    kafka_producer,
+    open_account,
+    order_created_row,
+    place_order,
+)
 
 
 def failing(checks) -> dict[str, list[str]]:
@@ -56,9 +65,13 @@ async def forget_the_tail(payments_engine, orders_engine, lost: list[uuid.UUID])
         await conn.execute(delete(payments_outbox).where(payments_outbox.c.headers["correlation_id"].astext.in_(ids)))
 
 
-async def compare(saga, payments_engine, orders_engine):
+async def compare(saga, payments_engine, orders_engine, *, verify: bool = True):
     kafka = saga.settings.kafka
-    witness = TopicWitness(broker_of(saga, "orders"), kafka.orders_topic, kafka.payment_status_topic, clock_margin=0.0)
+    producers = {kafka.orders_topic: "orders", kafka.payment_status_topic: "payments"}
+    verifier = replace(verifier_for(saga.settings, producers), max_age=float("inf")) if verify else None
+    witness = TopicWitness(
+        broker_of(saga, "orders"), kafka.orders_topic, kafka.payment_status_topic, clock_margin=0.0, verifier=verifier
+    )
     await witness.mark()
     async with payments_engine.connect() as p, orders_engine.connect() as o:
         await p.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -142,9 +155,7 @@ async def test_an_order_whose_request_never_reached_the_topic_is_named(saga, pay
     assert str(vanished) in line and "the re-drive re-sends it" in line
 
 
-async def test_a_lost_order_followed_by_the_same_purchase_is_named_not_restored(
-    saga, payments_engine, orders_engine
-):
+async def test_a_lost_order_followed_by_the_same_purchase_is_named_not_restored(saga, payments_engine, orders_engine):
     """After a failover a client whose order was lost with its idempotency record may retry and get
     a new order: restoring the lost one too would charge that purchase twice."""
     topic = saga.settings.kafka.orders_topic
@@ -158,3 +169,28 @@ async def test_a_lost_order_followed_by_the_same_purchase_is_named_not_restored(
     assert found.repairable == []
     (line,) = failing(found.checks)["requested_orders_exist"]
     assert str(lost) in line and f"possibly the same purchase as order {retried}: not repaired" in line
+
+
+async def test_a_forged_payment_request_is_no_evidence_and_never_restored(saga, payments_engine, orders_engine):
+    """Whoever can write to the orders topic without the orders service's secret must not make the
+    audit report a lost order, nor `--repair` create one nobody placed."""
+    topic = saga.settings.kafka.orders_topic
+    await ensure_saga_topics(saga)
+    user = await open_account(payments_engine, 1000)
+    order_id = await place_order(orders_engine, user, 40, topic)  # never relayed: no worker runs here
+    row = await order_created_row(orders_engine, order_id)
+    async with orders_engine.begin() as conn:  # the forger's order exists nowhere but on the topic
+        await conn.execute(delete(orders_outbox).where(orders_outbox.c.id == row.id))
+        await conn.execute(delete(orders).where(orders.c.id == order_id))
+    async with kafka_producer(saga.broker.bootstrap_servers) as producer:
+        headers = [(name, value.encode()) for name, value in row.headers.items()]
+        await producer.send_and_wait(row.topic, value=row.value, key=row.key.encode(), headers=headers)
+        forged = [*headers, ("signature", b"t=1700000000000,v1=" + b"A" * 43)]
+        await producer.send_and_wait(row.topic, value=row.value, key=row.key.encode(), headers=forged)
+
+    unchecked = await compare(saga, payments_engine, orders_engine, verify=False)
+    assert [x.order_id for x in unchecked.repairable] == [order_id]  # what the audit believed before
+
+    found = await compare(saga, payments_engine, orders_engine)
+    assert failing(found.checks) == {} and found.repairable == []
+    assert found.facts["refused_signatures"] == 2
