@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import os
 import secrets
 from collections.abc import Iterable, Mapping
@@ -26,6 +28,7 @@ from hsepay.relay.signing import EventSigner, EventVerifier, ProducerKeys
 __all__ = [
     "development_secret",
     "fresh_environ",
+    "history_verifier",
     "new_secret",
     "secrets_for",
     "signer_for",
@@ -124,6 +127,15 @@ def verifier_of(settings: Settings, spec: ServiceSpec) -> EventVerifier:
     kafka = settings.kafka
     producers = {topic: other.name for other in registry.with_database() for topic in other.produces(kafka)}
     return verifier_for(settings, {topic: producers[topic] for topic in spec.consumes(kafka)})
+
+
+def history_verifier(settings: Settings) -> EventVerifier:
+    """The signature check of an audit reading the saga's topics back: every topic by its producer's
+    secrets, as the consumers check them, but at any age (a replay is no forgery to an audit, and
+    the history it reads is older than the inbox's retention by design)."""
+    kafka = settings.kafka
+    producers = {topic: spec.name for spec in registry.with_database() for topic in spec.produces(kafka)}
+    return dataclasses.replace(verifier_for(settings, producers), max_age=math.inf)
 
 
 def warn_if_unsigned(settings: Settings, topics: list[str]) -> None:

@@ -3,7 +3,8 @@
 An order leaves traces on a topic; a deposit lives only in the payments database. So a deposit the
 API answered 200 for and the database no longer has (a failover onto a standby that had not
 received it) is invisible to every check but this one: each acknowledged deposit's ledger entry
-(reference `deposit:USER:KEY`) must be there after the run.
+(reference `deposit:USER:by:CALLER:KEY`, as the API scopes a key by its caller) must be there after
+the run.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ class DepositLoad:
     hung: int = 0
     given_up: list[str] = field(default_factory=list)
     sent: int = 0
+    caller: uuid.UUID | None = None
+    """The subject of the operator's token the deposits were made with (None: auth off)."""
 
     def reference(self, key: str) -> str:
+        """The ledger reference the payments API gives the deposit (api/payments.py: scoped by caller)."""
         user, _ = self.acknowledged[key]
-        return f"deposit:{user}:{key}"
+        return f"deposit:{user}:{key}" if self.caller is None else f"deposit:{user}:by:{self.caller}:{key}"
 
     @property
     def server_errors(self) -> int:
@@ -82,6 +86,7 @@ async def make_deposits(
     seed: int,
     until: asyncio.Event,
     headers: dict[str, str],
+    caller: uuid.UUID | None = None,
     concurrency: int = 16,
 ) -> DepositLoad:
     """Deposits of 1..5 into `users`' accounts at `rate` per second over HTTP until `until` is set,
@@ -92,7 +97,7 @@ async def make_deposits(
     request: the load generator's loop spent its CPU there, and the APIs waited for bodies that
     never came."""
     rng = random.Random(seed ^ 0xD5)
-    load = DepositLoad()
+    load = DepositLoad(caller=caller)
     tasks: list[asyncio.Task] = []
     slots = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

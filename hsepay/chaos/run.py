@@ -207,7 +207,8 @@ async def _load_and_faults(
     headers = {user: {"Authorization": f"Bearer {issuer.issue(user, 'user', ttl=24 * 3600)[0]}"} for user in people}
     depositing = None
     if setup.deposit_rate > 0:
-        operator = {"Authorization": f"Bearer {issuer.issue(uuid.uuid4(), 'operator', ttl=24 * 3600)[0]}"}
+        operator_id = uuid.uuid4()
+        operator = {"Authorization": f"Bearer {issuer.issue(operator_id, 'operator', ttl=24 * 3600)[0]}"}
         depositing = asyncio.create_task(
             make_deposits(
                 f"http://127.0.0.1:{ports['payments']}",
@@ -216,6 +217,7 @@ async def _load_and_faults(
                 seed=seed,
                 until=faults_over,
                 headers=operator,
+                caller=operator_id,
             )
         )
     load = await place_orders(

@@ -45,10 +45,8 @@ def audit(
 
     Example: hsepay audit --json
     """
-    from dataclasses import replace
-
     from hsepay import audit as money_audit
-    from hsepay.bootstrap.event_secrets import verifier_for
+    from hsepay.bootstrap.event_secrets import history_verifier
     from hsepay.orders.operations import restore_orders
     from hsepay.topic_audit import TopicWitness
 
@@ -58,16 +56,12 @@ def audit(
             witness = None
             if topics:
                 kafka = system.settings.kafka
-                # Signatures checked as the consumers check them, but at any age: a replay is no forgery
-                # here, and the history read is older than the inbox's retention by design.
-                producers = {kafka.orders_topic: "orders", kafka.payment_status_topic: "payments"}
-                verifier = replace(verifier_for(system.settings, producers), max_age=float("inf"))
                 witness = TopicWitness(
                     system["orders"].broker,
                     kafka.orders_topic,
                     kafka.payment_status_topic,
                     max_events,
-                    verifier=verifier,
+                    verifier=history_verifier(system.settings),
                 )
                 await witness.mark()
             async with payments.connect() as p, orders.connect() as o:

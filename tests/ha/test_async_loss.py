@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hsepay import registry
 from hsepay.audit import check_invariants
 from hsepay.bootstrap import built
+from hsepay.bootstrap.event_secrets import history_verifier
 from hsepay.chaos.faults import Fault
 from hsepay.chaos.run import ChaosSetup, run_chaos
 from hsepay.config import Settings
@@ -110,11 +111,17 @@ async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_
     assert named and named <= missing, (named, missing)
 
     # The repair: each lost order whose request is on the topic comes back, and the re-drive settles it.
-    settings = Settings.from_env({**environ, "HSEPAY_REDRIVE_AFTER": "0.5"})
+    # setup.environ: the run's environment, with the event secrets run_chaos gave its roles.
+    settings = Settings.from_env({**setup.environ, "HSEPAY_REDRIVE_AFTER": "0.5"})
     async with built(settings, registry.with_database(), relays=True, consumers=True) as system:
         kafka = settings.kafka
         payments, orders_db = system.engine("payments"), system.engine("orders")
-        witness = TopicWitness(system["orders"].broker, kafka.orders_topic, kafka.payment_status_topic)
+        witness = TopicWitness(
+            system["orders"].broker,
+            kafka.orders_topic,
+            kafka.payment_status_topic,
+            verifier=history_verifier(settings),
+        )
         await witness.mark()
         async with payments.connect() as p, orders_db.connect() as o:
             found = await witness.compare(p, o)
@@ -125,7 +132,12 @@ async def test_an_asynchronous_failover_loses_acknowledged_writes_and_the_audit_
         assert restored == len(found.repairable) > 0
         async with start_workers(system):
             await _until_settled(orders_db)
-        witness = TopicWitness(system["orders"].broker, kafka.orders_topic, kafka.payment_status_topic)
+        witness = TopicWitness(
+            system["orders"].broker,
+            kafka.orders_topic,
+            kafka.payment_status_topic,
+            verifier=history_verifier(settings),
+        )
         await witness.mark()
         async with payments.connect() as p, orders_db.connect() as o:
             audit = await check_invariants(p, o)

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from sqlalchemy import delete, select, text, update
 
-from hsepay.bootstrap.event_secrets import verifier_for
+from hsepay.bootstrap.event_secrets import history_verifier
 from hsepay.orders import operations as orders_ops
 from hsepay.orders.tables import inbox as orders_inbox
 from hsepay.orders.tables import orders
@@ -67,8 +67,7 @@ async def forget_the_tail(payments_engine, orders_engine, lost: list[uuid.UUID])
 
 async def compare(saga, payments_engine, orders_engine, *, verify: bool = True):
     kafka = saga.settings.kafka
-    producers = {kafka.orders_topic: "orders", kafka.payment_status_topic: "payments"}
-    verifier = replace(verifier_for(saga.settings, producers), max_age=float("inf")) if verify else None
+    verifier = history_verifier(saga.settings) if verify else None
     witness = TopicWitness(
         broker_of(saga, "orders"), kafka.orders_topic, kafka.payment_status_topic, clock_margin=0.0, verifier=verifier
     )
