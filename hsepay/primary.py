@@ -55,7 +55,9 @@ class PrimaryWatch:
                 f" (was {previous})" if previous and previous != server else "",
             )
         elif previous is None:
-            log.info("%s database: using primary %s", self.name, server)
+            # Debug only: a role's start line already names its server with what it promises
+            # (hsepay.replication), and a one-shot command (`hsepay status`) says nothing on stderr.
+            log.debug("%s database: using primary %s", self.name, server)
         elif previous != server:
             log.warning("%s database: primary is now %s (was %s)", self.name, server, previous)
 

@@ -125,7 +125,7 @@ def test_request_errors_are_not_unavailability(error):
 
 
 def test_the_watch_says_once_when_the_primary_is_lost_and_when_it_is_back(caplog):
-    caplog.set_level(logging.INFO, logger="hsepay.database")
+    caplog.set_level(logging.DEBUG, logger="hsepay.database")
     watch = PrimaryWatch("orders")
     watch.connected("127.0.0.1:5441")
     watch.connected("127.0.0.1:5441")
@@ -136,6 +136,7 @@ def test_the_watch_says_once_when_the_primary_is_lost_and_when_it_is_back(caplog
     watch.connected("127.0.0.1:5442")
     lines = [record.getMessage() for record in caplog.records]
     assert lines[0] == "orders database: using primary 127.0.0.1:5441"
+    assert caplog.records[0].levelno == logging.DEBUG  # the role's start line names it already
     assert lines[1].startswith("orders database: lost primary 127.0.0.1:5441: OperationalError: port 5443 failed")
     assert lines[2].startswith("orders database is back: primary 127.0.0.1:5442 after ")
     assert lines[2].endswith("(was 127.0.0.1:5441)")
