@@ -8,8 +8,9 @@
 #   behind HAProxy: a switchover, a kill -9 of the leader node (back as a replica), the loss of the
 #   etcd quorum; then an asynchronous failover that loses acknowledged writes, which the audit
 #   against the topics names and repairs. Verdict and audit after each run.
-# HSEPAY_TEST_REQUIRE_HA turns "skipped: binary missing" into a failure. Each run's figures (503
-# window, time to settle after the new primary, lost counts) go to .ci/ha-reports/, one line each here.
+# HSEPAY_TEST_REQUIRE_HA=1 runs tests/ha (skipped without it: the README's pytest never runs them)
+# and turns a missing binary into a failure. Each run's figures (503 window, time to settle after
+# the new primary, lost counts) go to .ci/ha-reports/, one line each here.
 # Budget: ~15 minutes on the 2-core box, apt included.
 set -eo pipefail
 cd "$(dirname "$0")/.."
