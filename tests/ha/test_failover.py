@@ -7,7 +7,7 @@ replica, or the loss of the etcd quorum (no leader at all). The verdict after ea
 answered 202 and every deposit answered 200 still there (0 lost), every order final, no 500, no
 request without an answer, every role alive, the audit clean. The 503 window, the time orders took
 to settle after the new primary and the lost count of each run go to HSEPAY_CHAOS_REPORT_DIR
-(docs/RELIABILITY.md quotes them); speed is reported, and bounded only loosely.
+(docs/OPERATIONS.md, "What bounds a failover's time", quotes them); speed is reported, and bounded only loosely.
 """
 
 from __future__ import annotations
