@@ -9,8 +9,10 @@ engines in every CI stage; tests/ha/test_async_loss.py makes the same loss with 
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, text, update
 
@@ -22,8 +24,10 @@ from hsepay.orders.tables import outbox as orders_outbox
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 from hsepay.payments.tables import inbox as payments_inbox
 from hsepay.payments.tables import outbox as payments_outbox
+from hsepay.relay.envelope import Envelope
+from hsepay.relay.history import HistoryEvent, TopicHistory
 from hsepay.roles import start_workers
-from hsepay.topic_audit import TopicWitness
+from hsepay.topic_audit import TopicWitness, compare_with_topics
 from tests.integration.conftest import wait_final
 from tests.support import (
     assert_audit_ok,
@@ -193,3 +197,33 @@ async def test_a_forged_payment_request_is_no_evidence_and_never_restored(saga, 
     found = await compare(saga, payments_engine, orders_engine)
     assert failing(found.checks) == {} and found.repairable == []
     assert found.facts["refused_signatures"] == 2
+
+
+async def test_an_order_settled_by_a_later_result_than_the_cut_is_no_violation(saga, payments_engine, orders_engine):
+    """After an asynchronous failover payments may lose a decision (succeeded) and decide again
+    (failed: the balance changed). The order follows the new result; an audit run just after the
+    re-drive sees the old result before its cut and the new one after it: consistent, not a gap."""
+    topic = saga.settings.kafka.orders_topic
+    user = await open_account(payments_engine, 1000)
+    order_id = await place_order(orders_engine, user, 50, topic)
+    async with orders_engine.begin() as conn:
+        await conn.execute(
+            update(orders).where(orders.c.id == order_id).values(status="failed", reason="insufficient_funds")
+        )
+    cut = time.time()
+    results = saga.settings.kafka.payment_status_topic
+
+    def result(kind: str, at: float, offset: int) -> HistoryEvent:
+        data = {"order_id": str(order_id), "user_id": str(user), "amount": 50}
+        envelope = Envelope(event_id=uuid.uuid4(), type=kind, occurred_at=datetime.fromtimestamp(at, UTC), data=data)
+        return HistoryEvent(results, 0, offset, at, str(order_id), envelope)
+
+    async def check(*events: HistoryEvent) -> dict[str, list[str]]:
+        history = TopicHistory(events=list(events), partitions={results: 1})
+        async with payments_engine.connect() as p, orders_engine.connect() as o:
+            found = await compare_with_topics(p, o, history, orders_topic=topic, results_topic=results, before=cut)
+        return {name: lines for name, lines in failing(found.checks).items() if name == "results_applied"}
+
+    old = result("payment.succeeded", cut - 30, 0)
+    assert await check(old)  # alone, the old result disagrees with the order: a violation
+    assert await check(old, result("payment.failed", cut + 1, 1)) == {}
