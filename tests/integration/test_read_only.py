@@ -151,7 +151,9 @@ async def test_a_healthy_message_gains_no_attempts_while_the_server_is_read_only
         read_only(pg_server, dbs["payments"][0], False)
         assert await asyncio.wait_for(applying, timeout=30)
         assert consumer.stats.quarantined == 0 and consumer.stats.processed == 1
-        assert "read-only" in (consumer.stats.last_error or "")
+        # The pipelined inbox (main's perf work) meets the read-only error on a driver connection that
+        # the pool then drops: the retry after it may fail "the connection is lost". Both are outages.
+        assert any(words in (consumer.stats.last_error or "") for words in ("read-only", "connection is lost"))
         async with payments.connect() as conn:
             row = (await conn.execute(select(payments_inbox.c.status, payments_inbox.c.attempts))).one()
             decision = (await conn.execute(select(payment_decisions.c.status))).scalar_one()
