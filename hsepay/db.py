@@ -19,10 +19,21 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hsepay.config.dburl import libpq_conninfo, libpq_params
+from hsepay.connection_policy import ConnectionPolicy
+from hsepay.connections import WatchedConnection
 from hsepay.primary import PrimaryWatch, watch_of
 from hsepay.resilience import is_read_only, is_unavailable
 
-__all__ = ["conninfo", "connect", "create_engine", "libpq_conninfo", "new_metadata", "server_of", "session_defaults"]
+__all__ = [
+    "ConnectionPolicy",
+    "conninfo",
+    "connect",
+    "create_engine",
+    "libpq_conninfo",
+    "new_metadata",
+    "server_of",
+    "session_defaults",
+]
 
 # Stable constraint names, so Alembic's autogenerate and the migrations agree.
 NAMING_CONVENTION = {
@@ -64,15 +75,34 @@ def conninfo(url: str, **params: Any) -> str:
 
 
 async def connect(
-    url: str, *, watch: str | None = None, autocommit: bool = False, **params: Any
+    url: str,
+    *,
+    watch: str | None = None,
+    autocommit: bool = False,
+    policy: ConnectionPolicy | None = None,
+    **params: Any,
 ) -> psycopg.AsyncConnection:
     """A psycopg connection to the database of `url`, as `conninfo()` describes it.
 
     `watch` names the database in the logs: the server reached, or the failure that means no
-    writable primary, goes to that process-wide `PrimaryWatch` (see `hsepay.primary`).
+    writable primary, goes to that process-wide `PrimaryWatch` (see `hsepay.primary`). With a
+    `policy` (hsepay.connection_policy) the connection carries its keepalive, `tcp_user_timeout`
+    and server-side timeouts, and is a `WatchedConnection` whose every wait for an answer is bounded.
     """
+    answer_within = None
+    if policy is not None:
+        url_options = libpq_params(url).get("options")
+        bounds = policy.connect_kwargs(url_options)
+        params = {"connect_timeout": bounds.pop("connect_timeout"), **params, **bounds}
+        answer_within = policy.answer_within
+    info = conninfo(url, **params)
+    if policy is not None:  # the URL's own options come after ours in `bounds`, so both hold
+        info = _make_conninfo(info, options=params["options"])
     try:
-        conn = await psycopg.AsyncConnection.connect(conninfo(url, **params), autocommit=autocommit)
+        if policy is not None:
+            conn = await WatchedConnection.connect(info, autocommit=autocommit, answer_within=answer_within)
+        else:
+            conn = await psycopg.AsyncConnection.connect(info, autocommit=autocommit)
     except Exception as exc:
         if watch and is_unavailable(exc):
             watch_of(watch).lost(exc)
@@ -114,7 +144,12 @@ def _opened_at(context: ExceptionContext) -> float | None:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, pool_timeout: float = 5.0, application_name: str = "hsepay"
+    url: str,
+    *,
+    pool_size: int = 10,
+    pool_timeout: float = 5.0,
+    application_name: str = "hsepay",
+    policy: ConnectionPolicy | None = None,
 ) -> AsyncEngine:
     """An async engine on psycopg 3; `url` is already normalised by the config.
 
@@ -122,13 +157,15 @@ def create_engine(
     exhausted waits `pool_timeout` seconds, then fails with a pool TimeoutError that the API answers
     503, rather than queueing for SQLAlchemy's default 30 s. Connections come from `connect()`
     (`connect_args` are its libpq parameters); the watch is named after the application name
-    without its `hsepay-` prefix (the service).
+    without its `hsepay-` prefix (the service). Every connection follows `policy` (hsepay.connections):
+    keepalive, server-side timeouts, and a bound on every wait for an answer.
     """
-    connect_args = {"application_name": application_name, "connect_timeout": 10}
+    policy = policy or ConnectionPolicy()
+    connect_args = {"application_name": application_name}
     watch = application_name.removeprefix("hsepay-")
     engine = create_async_engine(
         url,
-        async_creator=lambda: connect(url, watch=watch, **connect_args),
+        async_creator=lambda: connect(url, watch=watch, policy=policy, **connect_args),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,

@@ -20,6 +20,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 __all__ = [
     "DATABASE_UNAVAILABLE",
     "Backoff",
+    "OutcomeUnknown",
+    "Overloaded",
+    "Unavailable",
     "describe",
     "is_broker_fault",
     "is_read_only",
@@ -31,7 +34,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+class Unavailable(Exception):
+    """The database could not do the work in time; nothing of it was applied (an API answers 503)."""
+
+
+class Overloaded(Unavailable):
+    """Too much work already waits for the database: refused at once, before anything was tried."""
+
+
+class OutcomeUnknown(Unavailable):
+    """The commit was sent but never confirmed: the work may have been applied. Only a retry with the
+    same Idempotency-Key can tell (it replays the stored answer if the first attempt committed)."""
+
+
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    Unavailable,
     OperationalError,
     InterfaceError,
     psycopg.OperationalError,

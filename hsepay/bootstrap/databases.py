@@ -91,6 +91,7 @@ def open_engines(settings: Settings, urls: Mapping[str, str]) -> dict[str, Async
             pool_size=settings.db.pool_size,
             pool_timeout=settings.db.pool_timeout,
             application_name=f"hsepay-{service}",
+            policy=settings.db.policy(),
         )
         for service, url in urls.items()
     }

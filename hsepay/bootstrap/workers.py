@@ -36,6 +36,7 @@ def worker_parts(
             name=spec.name,
             engine=engine,
             db_url=url,
+            db_policy=settings.db.policy(),
             outbox=database.outbox,
             broker=config,
             topics=spec.produces(settings.kafka),

@@ -25,6 +25,7 @@ from hsepay.config.parsing import (
     text,
     url,
 )
+from hsepay.connection_policy import ConnectionPolicy
 
 
 @dataclass(frozen=True, repr=False)
@@ -49,6 +50,45 @@ class DatabaseSettings:
         seconds(0.1, 300),
         "seconds a request waits for a pooled connection before it is answered 503",
     )
+    connect_timeout: float = setting(
+        2.0,
+        "HSEPAY_DB_CONNECT_TIMEOUT",
+        seconds(2, 300),
+        "seconds a new connection may take (libpq's connect_timeout, ≥ 2)",
+    )
+    statement_timeout: float = setting(
+        4.0,
+        "HSEPAY_DB_STATEMENT_TIMEOUT",
+        seconds(0, 24 * 3600),
+        "seconds a statement may run (the server's statement_timeout, sent by hsepay); the client calls a "
+        "connection dead when an answer is 1 s later than that; 0: unbounded (one-off commands on huge databases)",
+    )
+    lock_timeout: float = setting(
+        2.0, "HSEPAY_DB_LOCK_TIMEOUT", seconds(0, 3600), "seconds a statement may wait for a lock (0: unbounded)"
+    )
+    idle_in_transaction_timeout: float = setting(
+        5.0,
+        "HSEPAY_DB_IDLE_IN_TRANSACTION_TIMEOUT",
+        seconds(0, 3600),
+        "seconds a session may sit idle inside a transaction before the server ends it, releasing its locks",
+    )
+    dead_after: float = setting(
+        5.0,
+        "HSEPAY_DB_DEAD_AFTER",
+        seconds(2, 3600),
+        "seconds after which a connection whose peer went silent is dropped (TCP keepalive and "
+        "tcp_user_timeout, on both ends)",
+    )
+
+    def policy(self) -> ConnectionPolicy:
+        """What every database connection of a process follows (hsepay.connections)."""
+        return ConnectionPolicy(
+            connect_timeout=self.connect_timeout,
+            statement_timeout=self.statement_timeout,
+            lock_timeout=self.lock_timeout,
+            idle_in_transaction_timeout=self.idle_in_transaction_timeout,
+            dead_after=self.dead_after,
+        )
 
     __repr__ = repr_masking_urls
 

@@ -7,7 +7,9 @@ a frozen, paused or cut-off holder loses the lock without anyone's help, and a s
 The holder confirms its session before every batch it publishes, so once it has lost the lock it
 never publishes again; while a batch waits for its acks, a heartbeat keeps the session alive.
 
-The same connection LISTENs for the NOTIFY that every outbox write sends at commit.
+The same connection LISTENs for the NOTIFY that every outbox write sends at commit. It follows the
+database connection policy (hsepay.connections) like every other: a silent server is found out by
+the holder within the check interval, and by the kernel within HSEPAY_DB_DEAD_AFTER even while idle.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import TypeVar
 import psycopg
 from sqlalchemy import Table
 
+from hsepay.connection_policy import ConnectionPolicy
+from hsepay.connections import WatchedConnection
 from hsepay.db import connect, server_of
 from hsepay.relay.store import notify_channel
 from hsepay.resilience import sleep_or_stop
@@ -48,15 +52,25 @@ def holder_name(service: str) -> str:
 
 
 class Leadership:
-    def __init__(self, *, db_url: str, outbox: Table, name: str, lease: float, standby_interval: float) -> None:
+    def __init__(
+        self,
+        *,
+        db_url: str,
+        outbox: Table,
+        name: str,
+        lease: float,
+        standby_interval: float,
+        policy: ConnectionPolicy | None = None,
+    ) -> None:
         self.db_url = db_url
+        self.policy = policy or ConnectionPolicy()
         self.key = relay_lock_key(outbox)
         self.channel = notify_channel(outbox)
         self.name = name
         self.lease = lease
         self.standby_interval = standby_interval
         self.application_name = holder_name(name)
-        self._conn: psycopg.AsyncConnection | None = None
+        self._conn: WatchedConnection | None = None
 
     @property
     def check_interval(self) -> float:
@@ -66,7 +80,11 @@ class Leadership:
     async def __aenter__(self) -> Leadership:
         # The same connect() as the engines: same hosts, same read-write session, same primary watch.
         self._conn = await connect(
-            self.db_url, watch=self.name, autocommit=True, application_name=self.application_name, connect_timeout=10
+            self.db_url,
+            watch=self.name,
+            autocommit=True,
+            application_name=self.application_name,
+            policy=self.policy,
         )
         try:
             await self._refuse_read_only()
@@ -93,7 +111,7 @@ class Leadership:
                 await conn.close()
 
     @property
-    def conn(self) -> psycopg.AsyncConnection:
+    def conn(self) -> WatchedConnection:
         if self._conn is None:
             raise LeadershipLost("not connected")
         return self._conn
@@ -126,9 +144,11 @@ class Leadership:
 
     async def confirming(self, statement: Awaitable[T]) -> T:
         """Run a statement on the lock session: its success proves the lock is still ours, a dead
-        (or silent, past the check interval) session raises LeadershipLost."""
+        (or silent, past the check interval) session raises LeadershipLost. A silent session is cut,
+        not cancelled: psycopg would spend up to 10 s trying to cancel the query through it."""
         try:
-            return await asyncio.wait_for(statement, timeout=self.check_interval)
+            with self.conn.deadline_in(self.check_interval):
+                return await statement
         except (psycopg.Error, TimeoutError) as exc:
             raise LeadershipLost(f"{self.name} relay lost its lock session: {exc!r}") from exc
 

@@ -12,6 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.config import RelaySettings
+from hsepay.connection_policy import ConnectionPolicy
 from hsepay.periodic import Periodic
 from hsepay.relay.broker import BrokerConfig, ensure_topics, make_producer
 from hsepay.relay.leadership import Leadership
@@ -61,6 +62,7 @@ class OutboxRelay:
         engine: AsyncEngine,
         db_url: str,
         outbox: Table,
+        db_policy: ConnectionPolicy | None = None,
         broker: BrokerConfig,
         topics: tuple[str, ...],
         settings: RelaySettings,
@@ -72,6 +74,7 @@ class OutboxRelay:
         self.name = name
         self.engine = engine
         self.db_url = db_url
+        self.db_policy = db_policy or ConnectionPolicy()
         self.outbox = outbox
         self.broker = broker
         self.topics = topics
@@ -98,6 +101,7 @@ class OutboxRelay:
     def leadership(self) -> Leadership:
         return Leadership(
             db_url=self.db_url,
+            policy=self.db_policy,
             outbox=self.outbox,
             name=self.name,
             lease=self.settings.lease,
