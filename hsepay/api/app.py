@@ -33,6 +33,7 @@ from hsepay.api.problems import (
     unexpected_error_handler,
 )
 from hsepay.batching import GroupCommit
+from hsepay.bounded_db import BoundedDatabase
 from hsepay.config import ApiSettings, SecuritySettings
 from hsepay.group_read import GroupRead
 from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
@@ -53,12 +54,17 @@ DEFAULT_API_SETTINGS = ApiSettings()  # frozen, so one shared default is safe
 DEFAULT_SECURITY = SecuritySettings()  # auth off, as with HSEPAY_AUTH_SECRET unset
 
 
+def _bounded(engine: AsyncEngine, api: ApiSettings) -> BoundedDatabase:
+    return BoundedDatabase(engine, timeout=api.db_timeout, silence=api.db_silence)
+
+
 def _lifespan(
     engine: AsyncEngine,
     tables: ModuleType,
     settings: ApiSettings,
     service: str,
     closing: Sequence[GroupCommit | GroupRead] = (),
+    db: BoundedDatabase | None = None,
 ):
     """Lifespan: forget expired Idempotency-Keys every `purge_interval` while the app runs, report the
     service database to /metrics and /health/ready, and at the end let the group commit and group
@@ -87,6 +93,8 @@ def _lifespan(
                 await task
                 for batcher in closing:
                     await batcher.close()
+                if db is not None:
+                    await db.close()
 
     return lifespan
 
@@ -166,8 +174,9 @@ def create_payments_app(
     announce: bool = True,
 ) -> Litestar:
     """`announce`: log that auth is off (False: an app built only for its OpenAPI document)."""
-    lifespan = _lifespan(engine, payments_tables, api, "payments")
-    return _app("hsepay payments", [AccountController], {"engine": engine}, lifespan, security, "payments", announce)
+    db = _bounded(engine, api)
+    lifespan = _lifespan(engine, payments_tables, api, "payments", db=db)
+    return _app("hsepay payments", [AccountController], {"db": db}, lifespan, security, "payments", announce)
 
 
 def create_orders_app(
@@ -181,17 +190,20 @@ def create_orders_app(
 ) -> Litestar:
     """The orders API. `fast_lane=False` sends every request through its Litestar handler: the
     reference the lane (hsepay.api.lane) is tested against."""
+    db = _bounded(engine, api)
     intake = GroupCommit(
-        engine,
+        db,
         functools.partial(
             accept_orders, topic=orders_topic, keys=orders_tables.idempotency_keys, respond=order_accepted
         ),
         separate=one_claim_per_key,
         single_statement=none_keyed,
+        timeout=api.db_timeout,
+        max_queue=api.queue,
     )
     reader = GroupRead(engine, orders_operations.find_orders)
-    lifespan = _lifespan(engine, orders_tables, api, "orders", closing=(intake, reader))
-    dependencies = {"engine": engine, "orders_topic": orders_topic, "intake": intake, "reader": reader}
+    lifespan = _lifespan(engine, orders_tables, api, "orders", closing=(intake, reader), db=db)
+    dependencies = {"db": db, "orders_topic": orders_topic, "intake": intake, "reader": reader}
     guard = Guard(security)
     app = _app(
         "hsepay orders",

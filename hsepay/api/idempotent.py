@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from litestar import Request, Response
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hsepay import idempotency
 from hsepay.api.guard import caller_of
+from hsepay.bounded_db import BoundedDatabase
 from hsepay.errors import InvalidRequest
 from hsepay.idempotency import Claim, StoredResponse
 
@@ -52,12 +53,12 @@ def replayed(stored: StoredResponse) -> Response:
 
 
 async def run_idempotent(
-    request: Request, engine: AsyncEngine, table: Table, resource: str, request_body: object, effect: Effect
+    request: Request, db: BoundedDatabase, table: Table, resource: str, request_body: object, effect: Effect
 ) -> Response:
     """Run `effect` once per Idempotency-Key and `resource` (see `claim_for`), in one transaction
     with the record of its answer."""
     claim = claim_for(request, resource, request_body)
-    async with engine.begin() as conn:
+    async with db.begin() as conn:
         if claim is not None:
             stored = await idempotency.claim(
                 conn, table, scope=claim.scope, key=claim.key, request_hash=claim.request_hash

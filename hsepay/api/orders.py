@@ -10,7 +10,6 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody, Parameter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.api import bodies
 from hsepay.api.bodies import json_body
@@ -20,6 +19,7 @@ from hsepay.api.openapi import AcceptedWithLocation, Documented, Paginated, prob
 from hsepay.api.schemas import OrderAccepted, OrderView
 from hsepay.auth import Principal
 from hsepay.batching import GroupCommit
+from hsepay.bounded_db import BoundedDatabase
 from hsepay.errors import Forbidden, InvalidRequest
 from hsepay.group_read import GroupRead
 from hsepay.idempotency import Claim, StoredResponse
@@ -136,7 +136,7 @@ class OrderController(Controller):
     async def list_orders(
         self,
         request: Request,
-        engine: NamedDependency[AsyncEngine],
+        db: NamedDependency[BoundedDatabase],
         user_id: FromQuery[uuid.UUID | None] = None,
         status: FromQuery[Literal["created", "success", "failed"] | None] = None,
         limit: FromQuery[Annotated[int, Parameter(ge=1, le=MAX_PAGE)]] = 100,
@@ -149,7 +149,7 @@ class OrderController(Controller):
             if user_id is not None and user_id != caller.subject:
                 raise Forbidden("a user token lists only its own orders")
             user_id = caller.subject
-        async with engine.connect() as conn:
+        async with db.connect() as conn:
             page, next_cursor = await operations.list_orders(
                 conn, user_id=user_id, status=status, limit=limit, cursor=cursor
             )

@@ -9,13 +9,13 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody, Parameter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay.api.bodies import json_body
 from hsepay.api.guard import caller_of
 from hsepay.api.idempotent import idempotency_key, run_idempotent
 from hsepay.api.openapi import Documented, Idempotent, problems
 from hsepay.api.schemas import AccountCreated, Balance, BalanceRefilled
+from hsepay.bounded_db import BoundedDatabase
 from hsepay.errors import Forbidden, InvalidRequest
 from hsepay.idempotency import StoredResponse
 from hsepay.ids import parse_uuid
@@ -49,7 +49,7 @@ class AccountController(Controller):
         **json_body(CreateAccount),
     )
     async def create_account(
-        self, request: Request, engine: NamedDependency[AsyncEngine], data: JSONBody[CreateAccount]
+        self, request: Request, db: NamedDependency[BoundedDatabase], data: JSONBody[CreateAccount]
     ) -> Response[AccountCreated]:
         caller_of(request).require_self(data.user_id, "open an account")
 
@@ -63,7 +63,7 @@ class AccountController(Controller):
             )
             return StoredResponse(201, msgspec.to_builtins(body), {})
 
-        return await run_idempotent(request, engine, idempotency_keys, "/accounts", data, effect)
+        return await run_idempotent(request, db, idempotency_keys, "/accounts", data, effect)
 
     @post(
         "/{user_id:str}/deposit",
@@ -76,7 +76,7 @@ class AccountController(Controller):
     async def deposit(
         self,
         request: Request,
-        engine: NamedDependency[AsyncEngine],
+        db: NamedDependency[BoundedDatabase],
         self_deposit: NamedDependency[bool],
         user_id: UserIdInPath,
         data: JSONBody[Deposit],
@@ -103,18 +103,18 @@ class AccountController(Controller):
             body = BalanceRefilled(message="Balance refilled", user_id=account.user_id, balance=account.balance)
             return StoredResponse(200, msgspec.to_builtins(body), {})
 
-        return await run_idempotent(request, engine, idempotency_keys, f"/accounts/{owner}/deposit", data, effect)
+        return await run_idempotent(request, db, idempotency_keys, f"/accounts/{owner}/deposit", data, effect)
 
     @get("/balance", summary="Balance of a user's account", responses=problems(400, 404), operation_class=Documented)
     async def balance(
         self,
         request: Request,
-        engine: NamedDependency[AsyncEngine],
+        db: NamedDependency[BoundedDatabase],
         user_id: FromQuery[Annotated[uuid.UUID, Parameter(description="the account's user")]],
     ) -> Balance:
         if not caller_of(request).may_act_for(user_id):
             raise _not_found(user_id)  # another user's account: as if it did not exist
-        async with engine.connect() as conn:
+        async with db.connect() as conn:
             account = await operations.get_account(conn, user_id)
         return Balance(user_id=account.user_id, balance=account.balance)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 import traceback
 from http import HTTPStatus
 from pathlib import PurePath
@@ -14,7 +16,7 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from sqlalchemy.exc import DBAPIError
 
 from hsepay.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
-from hsepay.resilience import describe, is_unavailable
+from hsepay.resilience import Unavailable, describe, is_unavailable
 
 __all__ = ["problem_details_plugin", "undecodable_body_handler", "unexpected_error_handler"]
 
@@ -68,17 +70,41 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
     )
 
 
-def _problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
+def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
     return Response(
         {"status": status, "title": title, "detail": detail},
         status_code=status,
         media_type="application/problem+json",
+        headers=headers,
     )
+
+
+class _Throttled:
+    """At most one line per `every` seconds; the lines left out are counted in the next one. An outage
+    answers every request 503 (a 30 s cut gave 1,600 identical lines) and the log must stay readable."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self.last = -math.inf
+        self.skipped = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.skipped += 1
+            return
+        if self.skipped:
+            message += f" (and {self.skipped} more since)"
+        self.last, self.skipped = now, 0
+        log.warning(message, *args)
+
+
+_unavailable_lines = _Throttled()
 
 
 def database_error_handler(request: Request, exc: DBAPIError) -> Response[dict[str, Any]]:
     if is_unavailable(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
+        _unavailable_lines.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
         return _unavailable()
     # One line: the driver's first line names the fault; the statement and its parameters (and
     # their data) stay out of the log, as they stay out of the response.
@@ -94,14 +120,17 @@ def undecodable_body_handler(request: Request, exc: UnicodeDecodeError) -> Respo
 
 def unexpected_error_handler(request: Request, exc: Exception) -> Response[dict[str, Any]]:
     if is_unavailable(exc):  # e.g. the pool's TimeoutError: every connection busy past HSEPAY_DB_POOL_TIMEOUT
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
-        return _unavailable()
+        _unavailable_lines.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
+        return _unavailable(exc)
     log.error("unhandled error on %s %s: %s (at %s)", request.method, request.url.path, describe(exc), _where(exc))
     return _problem(500, "Internal error", "an unexpected error occurred")
 
 
-def _unavailable() -> Response[dict[str, Any]]:
-    return _problem(503, "Service unavailable", "the database is unavailable; retry later")
+def _unavailable(exc: BaseException | None = None) -> Response[dict[str, Any]]:
+    """503 with Retry-After; what hsepay itself decided (a deadline, a full queue, an unconfirmed
+    commit) says so, since the client's next step depends on it."""
+    detail = str(exc) if isinstance(exc, Unavailable) else "the database is unavailable; retry later"
+    return _problem(503, "Service unavailable", detail, {"Retry-After": "1"})
 
 
 def _where(exc: BaseException) -> str:

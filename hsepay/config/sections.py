@@ -309,6 +309,26 @@ class ApiSettings:
     purge_interval: float = setting(
         600.0, "HSEPAY_IDEMPOTENCY_PURGE_INTERVAL", seconds(0.1), "seconds between purges of expired keys"
     )
+    db_timeout: float = setting(
+        5.0,
+        "HSEPAY_API_DB_TIMEOUT",
+        seconds(0.05, 600),
+        "seconds the database part of a request may take in all (queue, connection, statements, commit); "
+        "then 503, and nothing was applied",
+    )
+    db_silence: float = setting(
+        0.6,
+        "HSEPAY_API_DB_SILENCE",
+        seconds(0.05, 600),
+        "seconds an API waits for one answer from its database before it asks whether the database is "
+        "alive (a probe, bounded alike); a silent one: connections dropped, 503 at once until it answers",
+    )
+    queue: int = setting(
+        1024,
+        "HSEPAY_API_QUEUE",
+        integer(1, 1_000_000),
+        "orders that may wait for the group commit per process; more are answered 503 at once",
+    )
 
 
 @dataclass(frozen=True, repr=False)

@@ -1,50 +1,83 @@
 """Group commit against a fake engine: batching, per-item answers and refusals, the fallback to
-one item per transaction, the database-unavailable case, and deferral of a repeated key."""
+one item per transaction, the database-unavailable case, deferral of a repeated key, and the
+deadlines of issue 22 (a request answered 503 never takes effect later; the queue is bounded)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import types
 
+import psycopg
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from hsepay.batching import GroupCommit
+from hsepay.batching import GroupCommit as _GroupCommit
+from hsepay.bounded_db import BoundedDatabase
+from hsepay.resilience import OutcomeUnknown, Overloaded, Unavailable
+
+
+class FakeTransaction:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    async def commit(self) -> None:
+        if self.engine.commit_gate is not None:
+            await self.engine.commit_gate.wait()
+        if self.engine.commit_error is not None:
+            raise self.engine.commit_error
+        self.engine.committed.append(self.engine.transactions[-1] if self.engine.transactions else [])
+
+    async def rollback(self) -> None:
+        self.engine.rolled_back.append(self.engine.transactions[-1] if self.engine.transactions else [])
+
+
+class FakeConnection:
+    """What GroupCommit asks of a pooled connection (a driver connection that cannot be cut)."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.transactions = engine.transactions
+        self.autocommit = False
+        self.in_transaction = False
+
+    async def execution_options(self, isolation_level: str) -> FakeConnection:
+        assert isolation_level == "AUTOCOMMIT"
+        self.autocommit = True
+        return self
+
+    async def get_raw_connection(self):
+        return types.SimpleNamespace(driver_connection=None)  # nothing to bound or cut
+
+    async def begin(self) -> FakeTransaction:
+        if self.engine.gate is not None:
+            await self.engine.gate.wait()
+        self.in_transaction = True
+        return FakeTransaction(self.engine)
+
+    async def close(self) -> None:
+        return None
 
 
 class FakeEngine:
-    """engine.begin() as a context manager; records what each transaction held. Its autocommit
-    form (`execution_options(isolation_level="AUTOCOMMIT").connect()`) opens no transaction."""
+    """engine.connect() and a transaction on it; records what each transaction held and committed."""
 
-    def __init__(self, autocommit: bool = False) -> None:
+    def __init__(self) -> None:
         self.transactions: list[list] = []
+        self.committed: list[list] = []
+        self.rolled_back: list[list] = []
         self.gate: asyncio.Event | None = None
-        self.autocommit = autocommit
-        self.in_transaction = False
+        self.commit_gate: asyncio.Event | None = None
+        self.commit_error: BaseException | None = None
 
-    @contextlib.asynccontextmanager
-    async def begin(self):
-        if self.gate is not None:
-            await self.gate.wait()
-        self.in_transaction = True
-        try:
-            yield self
-        finally:
-            self.in_transaction = False
-
-    def execution_options(self, isolation_level: str) -> FakeEngine:
-        assert isolation_level == "AUTOCOMMIT"
-        engine = FakeEngine(autocommit=True)
-        engine.transactions = self.transactions
-        return engine
-
-    @contextlib.asynccontextmanager
-    async def connect(self):
-        assert self.autocommit
-        yield self
+    async def connect(self) -> FakeConnection:
+        return FakeConnection(self)
 
 
-async def _gather(commit: GroupCommit, items):
+def GroupCommit(engine, apply, **kwargs) -> _GroupCommit:  # noqa: N802 - stands for the class
+    return _GroupCommit(BoundedDatabase(engine), apply, **kwargs)
+
+
+async def _gather(commit: _GroupCommit, items):
     return await asyncio.gather(*(commit.submit(item) for item in items), return_exceptions=True)
 
 
@@ -175,3 +208,97 @@ async def test_never_more_transactions_in_flight_than_allowed(in_flight):
     commit = GroupCommit(engine, apply, max_batch=3, in_flight=in_flight)
     assert await _gather(commit, range(40)) == list(range(40))
     assert peak <= in_flight
+
+
+async def test_an_item_still_queued_at_its_deadline_is_answered_not_applied():
+    engine = FakeEngine()
+    engine.gate = asyncio.Event()  # the database never lets the first transaction begin
+
+    async def apply(conn, items):
+        conn.transactions.append(list(items))
+        return list(items)
+
+    commit = GroupCommit(engine, apply, in_flight=1, timeout=0.2)
+    first = asyncio.ensure_future(commit.submit(1))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(commit.submit(2))
+    with pytest.raises(Unavailable, match="nothing was applied"):
+        await asyncio.wait_for(second, timeout=5)
+    assert not first.done()  # the first one is in a transaction: its answer is the transaction's
+    engine.gate.set()
+    assert await asyncio.wait_for(first, timeout=5) == 1
+    assert engine.committed == [[1]]  # 2 never reached the database
+    assert commit.expired == 1
+
+
+async def test_a_request_withdrawn_before_the_commit_rolls_the_batch_back_and_the_rest_goes_again():
+    engine = FakeEngine()
+    reached = asyncio.Event()
+    release = asyncio.Event()
+
+    async def apply(conn, items):
+        conn.transactions.append(list(items))
+        if len(conn.transactions) == 2:  # the batch of 1, 2, 3: wait here until 2 is withdrawn
+            reached.set()
+            await release.wait()
+        return list(items)
+
+    commit = GroupCommit(engine, apply, in_flight=1)
+    zero = asyncio.ensure_future(commit.submit(0))
+    await asyncio.sleep(0)
+    others = [asyncio.ensure_future(commit.submit(i)) for i in (1, 2, 3)]
+    assert await zero == 0
+    await asyncio.wait_for(reached.wait(), timeout=5)
+    others[1].cancel()  # the request of item 2 went away (its client, or the request deadline)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(others[0], others[2]), timeout=5) == [1, 3]
+    assert [1, 2, 3] in engine.rolled_back
+    assert sorted(i for batch in engine.committed for i in batch) == [0, 1, 3]  # 2 never committed
+
+
+async def test_a_commit_without_an_answer_says_the_outcome_is_unknown():
+    engine = FakeEngine()
+    engine.commit_error = OperationalError("COMMIT", {}, psycopg.OperationalError("server closed the connection"))
+
+    async def apply(conn, items):
+        conn.transactions.append(list(items))
+        return list(items)
+
+    commit = GroupCommit(engine, apply)
+    results = await _gather(commit, range(3))
+    assert all(isinstance(r, OutcomeUnknown) for r in results), results
+    assert "Idempotency-Key" in str(results[0])
+    assert commit.unconfirmed == 3
+
+
+async def test_an_error_answer_to_the_commit_is_not_an_unknown_outcome():
+    engine = FakeEngine()
+    refused = psycopg.errors.SerializationFailure("could not serialize access")
+    engine.commit_error = OperationalError("COMMIT", {}, refused)
+
+    async def apply(conn, items):
+        conn.transactions.append(list(items))
+        return list(items)
+
+    results = await _gather(GroupCommit(engine, apply), range(2))
+    assert all(isinstance(r, OperationalError) and not isinstance(r, OutcomeUnknown) for r in results)
+
+
+async def test_a_full_queue_refuses_at_once():
+    engine = FakeEngine()
+    engine.gate = asyncio.Event()
+
+    async def apply(conn, items):
+        conn.transactions.append(list(items))
+        return list(items)
+
+    commit = GroupCommit(engine, apply, in_flight=1, max_queue=3)
+    taken = asyncio.ensure_future(commit.submit(0))  # in the transaction, not in the queue
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(commit.submit(i)) for i in (1, 2, 3)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await commit.submit(4)
+    assert commit.refused == 1
+    engine.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(taken, *queued), timeout=5) == [0, 1, 2, 3]

@@ -1,0 +1,219 @@
+"""The APIs' view of their database: every request's share of it bounded, a silent database found out
+within about two seconds, and then answered at once.
+
+Each unit of work (`hsepay.connections.bounded`) has a deadline, `timeout` (5 s): past it the
+request is answered 503 and nothing was applied. A slow answer is not yet a silent database:
+200 ms ± 100 ms of added latency makes an order's five round trips take ~1.5 s, and a statement
+may wait for a row lock that fifty concurrent deposits to one account take in turn. So when one
+wait has had no answer for `silence` seconds, this monitor asks whether the database is alive:
+- yes at once if any connection of the process got an answer since that wait began (answers flow:
+  the wait is a lock or a slow statement);
+- otherwise it asks the server itself, on a connection of its own, and waits `probe_within` for
+  the answer. None: the database is silent — the waiting connections are cut and the breaker trips.
+
+The breaker: while it is open every request is answered 503 at once — no queueing behind
+connections being cut, no connection attempt per request — and the probe asks again every
+`probe_every` seconds; its first answer closes it. Without it, requests that arrived during the
+first detection waited for a second one in line, and a 30 s cut made one refused connection per
+request (a 503 took up to 2.6 s then on this 2-core box; 0.8 s with the breaker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import psycopg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hsepay.connections import (
+    ConnectionCut,
+    DeadlinePassed,
+    WatchedConnection,
+    bounded,
+    commit_or_unknown,
+    libpq_conninfo,
+)
+from hsepay.resilience import Unavailable, describe
+
+__all__ = ["BoundedDatabase", "is_silence"]
+
+log = logging.getLogger(__name__)
+
+
+def is_silence(exc: BaseException) -> bool:
+    """The failure says the database cannot be talked to — no answer in time, a connection refused,
+    reset or timed out — as opposed to an error it answered (a lock or statement timeout, a
+    constraint), or a unit of work that outran its own deadline."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        cause = seen.orig if isinstance(seen, DBAPIError) else seen
+        if isinstance(cause, ConnectionCut):
+            return cause.silent
+        if isinstance(cause, psycopg.OperationalError) and getattr(cause, "sqlstate", None) is None:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+class BoundedDatabase:
+    """An engine whose units of work are bounded, with a liveness monitor and a breaker (see above)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        timeout: float = 5.0,
+        silence: float = 0.6,
+        probe_within: float | None = None,
+        probe_every: float = 0.25,
+    ) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self.silence = silence
+        self.probe_within = probe_within or silence
+        self.probe_every = probe_every
+        self.silent_since: float | None = None
+        """Event loop time the breaker opened (None: closed)."""
+        self.trips = 0
+        self.probes = 0
+        self.last_answer = float("-inf")
+        self._verdict: asyncio.Future[bool] | None = None
+        self._probe_conn: WatchedConnection | None = None
+        self._recovery: asyncio.Task | None = None
+
+    # --- units of work --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise Unavailable at once while the database is known to be silent."""
+        if self.silent_since is not None:
+            quiet = asyncio.get_running_loop().time() - self.silent_since
+            raise Unavailable(f"the database has not answered for {quiet:.1f}s; nothing was applied, retry later")
+
+    @contextlib.asynccontextmanager
+    async def unit(self, deadline: float | None = None) -> AsyncIterator[AsyncConnection]:
+        """A connection for one unit of work, over by `deadline` (default: `timeout` from now)."""
+        self.check()
+        loop = asyncio.get_running_loop()
+        deadline = deadline if deadline is not None else loop.time() + self.timeout
+        try:
+            async with bounded(
+                self.engine,
+                deadline=deadline,
+                silence=self.silence,
+                monitor=self,
+                connect_within=2 * self.silence + self.probe_within,
+            ) as conn:
+                yield conn
+        except DeadlinePassed:
+            # No connection in time: every pooled one busy, or a new one that does not answer.
+            if not await self.overdue(loop.time() - 2 * self.silence):
+                self._trip("no connection in time, and no answer to a probe")
+            raise
+        except Exception as exc:
+            if is_silence(exc):
+                self._trip(describe(exc))
+            raise
+
+    def connect(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self.unit()
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction committed when the block ends (see `commit_or_unknown`)."""
+        async with self.unit() as conn:
+            transaction = await conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(Exception):  # a cut connection cannot roll back: the server does
+                    await transaction.rollback()
+                raise
+            await commit_or_unknown(transaction)
+
+    # --- the liveness monitor (hsepay.connections.LivenessMonitor) -------------------------------
+
+    def answered(self) -> None:
+        self.last_answer = asyncio.get_running_loop().time()
+
+    def overdue(self, since: float) -> asyncio.Future[bool]:
+        """Alive? Yes if an answer came after `since`; otherwise the probe's verdict (one at a time)."""
+        loop = asyncio.get_running_loop()
+        if self.last_answer > since:
+            alive = loop.create_future()
+            alive.set_result(True)
+            return alive
+        if self.silent_since is not None:
+            silent = loop.create_future()
+            silent.set_result(False)
+            return silent
+        if self._verdict is None or self._verdict.done():
+            self._verdict = loop.create_future()
+            asyncio.ensure_future(self._judge(self._verdict))
+        return self._verdict
+
+    async def _judge(self, verdict: asyncio.Future[bool]) -> None:
+        alive = await self._probe()
+        if not alive:
+            self._trip(f"no answer to a probe within {self.probe_within:g}s")
+        if not verdict.done():
+            verdict.set_result(alive)
+
+    async def _probe(self) -> bool:
+        self.probes += 1
+        try:
+            await self.ask_server()
+        except Exception:
+            conn, self._probe_conn = self._probe_conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            return False
+        self.answered()
+        return True
+
+    async def ask_server(self) -> None:
+        """SELECT 1 on a connection of the monitor's own, answered within `probe_within`, or raise."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if self._probe_conn is None or self._probe_conn.closed or self._probe_conn.broken:
+            async with asyncio.timeout(self.probe_within):
+                self._probe_conn = await WatchedConnection.connect(
+                    libpq_conninfo(self.engine.url.render_as_string(hide_password=False)),
+                    autocommit=True,
+                    application_name="hsepay-probe",
+                    connect_timeout=2,
+                )
+        with self._probe_conn.deadline_in(self.probe_within - (loop.time() - started)):
+            await self._probe_conn.execute("SELECT 1")
+
+    # --- the breaker ------------------------------------------------------------------------------
+
+    def _trip(self, why: str) -> None:
+        if self.silent_since is not None:
+            return
+        self.silent_since = asyncio.get_running_loop().time()
+        self.trips += 1
+        log.warning("the database is silent (%s): answering 503 until it answers again", why)
+        self._recovery = asyncio.ensure_future(self._wait_for_answer())
+
+    async def _wait_for_answer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not await self._probe():
+            await asyncio.sleep(self.probe_every)
+        quiet = loop.time() - (self.silent_since or loop.time())
+        self.silent_since = None
+        log.warning("the database answers again after %.1fs of silence", quiet)
+
+    async def close(self) -> None:
+        """Stop the probes and close the monitor's connection (at shutdown)."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+        if self._probe_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._probe_conn.close()
