@@ -139,13 +139,16 @@ def _observe_settled_after_commit(conn: AsyncConnection, settled: Sequence[Settl
 
 
 def _orders_jobs(engine: AsyncEngine, settings: Settings) -> tuple[Periodic, ...]:
-    from hsepay.orders.operations import redrive_stale_orders
+    from hsepay.orders.redrive import Redrive
     from hsepay.periodic import Periodic, in_transaction
 
-    async def redrive(conn: AsyncConnection) -> int:
-        return await redrive_stale_orders(
-            conn, older_than=settings.saga.redrive_after, topic=settings.kafka.orders_topic
-        )
+    saga = settings.saga
+    redrive = Redrive(
+        older_than=saga.redrive_after,
+        topic=settings.kafka.orders_topic,
+        batch=saga.redrive_batch,
+        max_pause=saga.redrive_max_pause,
+    ).step  # built once per process: it keeps its pacing between runs
 
     return (
         Periodic(

@@ -284,6 +284,15 @@ class SagaSettings:
     redrive_interval: float = setting(
         5.0, "HSEPAY_REDRIVE_INTERVAL", seconds(0.05, 3600), "seconds between scans for orders to re-drive"
     )
+    redrive_batch: int = setting(
+        500, "HSEPAY_REDRIVE_BATCH", integer(1, 100_000), "payment requests one re-drive scan re-sends at most"
+    )
+    redrive_max_pause: float = setting(
+        60.0,
+        "HSEPAY_REDRIVE_MAX_PAUSE",
+        seconds(0.1, 24 * 3600),
+        "longest pause of the re-drive while none of the orders it last re-sent gets an answer",
+    )
     # 2 s, not 10: a relay or consumer that waited out a failover retried every 6.4-10 s by then, and
     # came back 3-4 s after the new primary (issue 22, kill -9 of the leader): orders settle again
     # within 5 s of a new primary only if every worker retries at least every 2 s.

@@ -35,8 +35,10 @@ __all__ = [
     "find_orders",
     "get_order",
     "list_orders",
+    "any_settled",
     "redrive_stale_orders",
     "restore_orders",
+    "resend_stale_orders",
 ]
 
 _COLUMNS = (
@@ -282,18 +284,36 @@ async def apply_payment_results(conn: AsyncConnection, results: Sequence[Payment
     return Settlement(list(settled.values()), mismatched)
 
 
-async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topic: str, limit: int = 1000) -> int:
-    """Re-send the payment request of orders still `created` after `older_than` seconds.
+REDRIVE_SPREAD = 4
+"""An order re-sent n times waits older_than × 2^min(n-1, 2) before the next re-send: 1×, 2×, then 4×."""
+
+
+async def resend_stale_orders(
+    conn: AsyncConnection, *, older_than: float, topic: str, limit: int = 1000
+) -> list[uuid.UUID]:
+    """Re-send the payment request of up to `limit` orders still `created` after `older_than`
+    seconds (longer for an order re-sent before, see REDRIVE_SPREAD); return their ids.
 
     The payments side answers a repeated request from its decision record, so this never debits
-    twice; it is what recovers orders whose messages a broker lost.
+    twice; it is what recovers orders whose messages a broker lost. An order whose last request
+    still waits in the outbox is left alone: the relay has not sent it yet, and another copy
+    behind it would change nothing.
     """
+    requests = orders.c.payment_requests
+    spread = func.least(func.power(2, requests - 1), REDRIVE_SPREAD)
+    unsent = (
+        select(func.cast(outbox.c.headers["correlation_id"].astext, orders.c.id.type))
+        .where(outbox.c.sent_at.is_(None))
+        .scalar_subquery()
+    )
     stale = (
         await conn.execute(
             select(orders.c.id, orders.c.user_id, orders.c.amount)
             .where(
                 orders.c.status == CREATED,
                 orders.c.payment_requested_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than),
+                orders.c.payment_requested_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than) * spread,
+                orders.c.id.not_in(unsent),
             )
             .order_by(orders.c.payment_requested_at)
             .limit(limit)
@@ -301,11 +321,11 @@ async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topi
         )
     ).all()
     if not stale:
-        return 0
+        return []
     await conn.execute(
         update(orders)
         .where(orders.c.id.in_([row.id for row in stale]))
-        .values(payment_requested_at=func.now(), payment_requests=orders.c.payment_requests + 1)
+        .values(payment_requested_at=func.now(), payment_requests=requests + 1)
     )
     messages = [
         payment_requested(order_id=row.id, user_id=row.user_id, amount=row.amount, topic=topic) for row in stale
@@ -315,7 +335,20 @@ async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topi
         order_id = message.headers["correlation_id"]
         extra = {"order_id": order_id, "correlation_id": order_id, "event_id": str(message.event_id)}
         log.info("re-sending the payment request of order %s", order_id, extra=extra)
-    return len(stale)
+    return [row.id for row in stale]
+
+
+async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topic: str, limit: int = 1000) -> int:
+    """`resend_stale_orders`, counted."""
+    return len(await resend_stale_orders(conn, older_than=older_than, topic=topic, limit=limit))
+
+
+async def any_settled(conn: AsyncConnection, order_ids: Sequence[uuid.UUID]) -> bool:
+    """Has any of these orders reached its final status?"""
+    found = await conn.execute(
+        select(orders.c.id).where(orders.c.id.in_(list(order_ids)), orders.c.status != CREATED).limit(1)
+    )
+    return found.first() is not None
 
 
 RESTORED_DESCRIPTION = "(restored from its payment request after the orders database lost it)"

@@ -10,10 +10,12 @@ import sys
 import uuid
 
 import pytest
+from sqlalchemy import func, update
 
 from hsepay import log_context
 from hsepay.observability import logs
 from hsepay.orders import operations as orders_ops
+from hsepay.orders.tables import outbox as orders_outbox
 from hsepay.relay.envelope import new_message
 from hsepay.roles import start_workers
 from tests.integration.conftest import wait_final
@@ -121,6 +123,7 @@ async def test_every_saga_line_carries_order_event_and_correlation_ids(
         )
     async with orders_engine.begin() as conn:  # a re-drive of an order still created
         stuck = await orders_ops.create_order(conn, user_id=rich, amount=1, description="", topic=kafka.orders_topic)
+        await conn.execute(update(orders_outbox).values(sent_at=func.now()))  # as if relayed, then lost
     async with orders_engine.begin() as conn:
         assert await orders_ops.redrive_stale_orders(conn, older_than=0.0, topic=kafka.orders_topic) == 1
 
