@@ -271,6 +271,20 @@ class ConsumerSettings:
     purge_interval: float = setting(
         60.0, "HSEPAY_INBOX_PURGE_INTERVAL", seconds(0.1), "seconds between purges of old inbox rows"
     )
+    static_membership: bool = setting(
+        True,
+        "HSEPAY_CONSUMER_STATIC",
+        boolean,
+        "static group membership (group.instance.id): a restarted consumer takes its partitions back at "
+        "once; a stopped one holds them for the session timeout (10 s)",
+    )
+    instance_id: str | None = setting(
+        None,
+        "HSEPAY_CONSUMER_INSTANCE_ID",
+        text,
+        "this consumer's group.instance.id, unique in its group and kept across restarts; unset: "
+        "<group>@<host>#<slot>, the lowest slot free on this host",
+    )
 
 
 @dataclass(frozen=True)

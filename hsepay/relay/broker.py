@@ -79,12 +79,15 @@ def make_consumer(
     *,
     listener: Any = None,
     partitions: Iterable[TopicPartition] | None = None,
+    group_instance_id: str | None = None,
 ) -> AIOKafkaConsumer:
     """A consumer of `topics` in group `group_id`: a member of the group (partitions shared by the
-    group's rebalances), or, given `partitions`, their only reader (no join: see InboxConsumer)."""
+    group's rebalances; a static one given `group_instance_id`, see hsepay.relay.membership), or,
+    given `partitions`, their only reader (no join: see InboxConsumer)."""
     consumer = AIOKafkaConsumer(
         **config.client_options(),
         group_id=group_id,
+        group_instance_id=group_instance_id if partitions is None else None,
         enable_auto_commit=False,  # offsets are committed only after the inbox transaction commits
         auto_offset_reset="earliest",
         isolation_level="read_committed",

@@ -30,6 +30,7 @@ from hsepay.relay.inbound import (
     first_of_each_event,
     message_from_record,
 )
+from hsepay.relay.membership import claim_instance_id
 from hsepay.relay.store import pipeline
 from hsepay.resilience import Backoff, describe, is_unavailable, supervise
 
@@ -58,8 +59,10 @@ class ConsumerStats:
 
 
 class _Membership(ConsumerRebalanceListener):
-    def __init__(self, stats: ConsumerStats) -> None:
+    def __init__(self, stats: ConsumerStats, name: str, instance_id: str | None) -> None:
         self.stats = stats
+        self.name = name
+        self.instance_id = instance_id
 
     async def on_partitions_revoked(self, revoked) -> None:
         self.stats.joined = False
@@ -68,6 +71,8 @@ class _Membership(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         self.stats.joined = True
         self.stats.partitions = len(assigned)
+        member = f"static member {self.instance_id}" if self.instance_id else "dynamic member"
+        log.info("%s consumer: %d partition(s) assigned (%s)", self.name, len(assigned), member)
 
 
 class InboxConsumer:
@@ -80,7 +85,9 @@ class InboxConsumer:
       committed, so a crash anywhere in between means redelivery;
     - nothing blocks and nothing disappears: a malformed message, or one whose handler fails
       `max_attempts` times, is quarantined with its bytes and error (`hsepay inbox retry`);
-    - a database outage is waited out with backoff, without counting against any message.
+    - a database outage is waited out with backoff, without counting against any message;
+    - with `settings.static_membership`, a consumer restarted after a crash gets its partitions
+      back at once (hsepay.relay.membership).
     It never commits an offset ahead of the database, and never drops a message.
     """
 
@@ -117,13 +124,23 @@ class InboxConsumer:
         self.verify = verify
         """Each message's proof-of-origin check (hsepay.relay.signing), before anything is decoded."""
         self.stats = ConsumerStats()
+        self.instance_id: str | None = None
+        """The static group.instance.id this consumer joins with, once `consume_forever` claimed it."""
         self._lag_at = 0.0
 
     async def consume_forever(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a failed session (broker, bug) starts a new consumer after a backoff."""
-        await supervise(
-            f"{self.name} consumer", lambda: self._session(stop), stop, Backoff(self.max_backoff), self._failed
-        )
+        slot = None
+        if self.settings.static_membership and not self.static_assignment:
+            slot = claim_instance_id(self.group_id, self.settings.instance_id)
+            self.instance_id = slot.instance_id
+        try:
+            await supervise(
+                f"{self.name} consumer", lambda: self._session(stop), stop, Backoff(self.max_backoff), self._failed
+            )
+        finally:
+            if slot is not None:
+                slot.release()
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.errors += 1
@@ -143,7 +160,9 @@ class InboxConsumer:
             partitions = await partitions_of(self.broker, self.topics)
             consumer = self.consumer_factory(self.broker, self.topics, self.group_id, partitions=partitions)
         else:
-            consumer = self.consumer_factory(self.broker, self.topics, self.group_id, listener=_Membership(self.stats))
+            membership = _Membership(self.stats, self.name, self.instance_id)
+            extra = {"group_instance_id": self.instance_id} if self.instance_id else {}
+            consumer = self.consumer_factory(self.broker, self.topics, self.group_id, listener=membership, **extra)
         committer = OffsetCommitter(consumer, self.name)
         try:
             await consumer.start()
