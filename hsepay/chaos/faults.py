@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hsepay import embedded
+from hsepay.chaos.network import NET_KINDS
 
 __all__ = [
     "BrokerControl",
@@ -35,7 +36,11 @@ KINDS = (
     "broker-rolling",  # SIGTERM each node in turn, start it, wait until nothing is under-replicated
     "broker-restart-all",  # stop every node, start them all again on their data
     "pg-restart",  # stop PostgreSQL, start it after `down`
+    *NET_KINDS,  # break the link to one dependency (`target`: pg-orders, pg-payments, broker) for `down`
 )
+
+NET_DOWN = {"net-cut": 30.0, "net-silent": 20.0, "net-latency": 15.0, "net-slow": 15.0, "net-reset": 10.0}
+"""How long each network fault of a random plan lasts."""
 
 
 @dataclass(frozen=True)
@@ -200,9 +205,17 @@ class CommandPostgres:
 
 
 def random_plan(
-    seed: int, duration: float, *, roles: Sequence[str], kinds: Sequence[str], count: int, broker_down: float = 15.0
+    seed: int,
+    duration: float,
+    *,
+    roles: Sequence[str],
+    kinds: Sequence[str],
+    count: int,
+    broker_down: float = 15.0,
+    links: Sequence[str] = ("pg-orders", "pg-payments", "broker"),
 ) -> list[Fault]:
-    """`count` faults of the given kinds spread over the middle of a `duration`-second load."""
+    """`count` faults of the given kinds spread over the middle of a `duration`-second load
+    (a network fault breaks one of `links`)."""
     rng = random.Random(seed)
     plan = []
     slot = duration * 0.7 / max(count, 1)
@@ -215,6 +228,8 @@ def random_plan(
             plan.append(Fault(at, kind, "leader:orders", down=broker_down))
         elif kind == "pg-restart":
             plan.append(Fault(at, kind, down=round(rng.uniform(1.0, 4.0), 2)))
+        elif kind in NET_KINDS:
+            plan.append(Fault(at, kind, rng.choice(list(links)), down=NET_DOWN[kind]))
         else:
             plan.append(Fault(at, kind))
     return plan

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from hsepay.chaos.failover import FAILOVER_KINDS, DatabaseCluster, inject_failover
 from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
+from hsepay.chaos.network import NET_KINDS, NetworkControl
 from hsepay.chaos.report import FaultRecord
 from hsepay.chaos.roles import RoleSet
 
@@ -26,6 +27,7 @@ class Adapters(Protocol):
     broker: BrokerControl | None
     postgres: PostgresControl | None
     cluster: DatabaseCluster | None
+    network: NetworkControl | None
 
 
 async def _inject(fault: Fault, setup: Adapters, roles: RoleSet, topics: dict[str, str], record: FaultRecord) -> None:
@@ -63,6 +65,12 @@ async def _inject(fault: Fault, setup: Adapters, roles: RoleSet, topics: dict[st
         record.returned = time.time()
     elif fault.kind in FAILOVER_KINDS:
         await inject_failover(fault, _need(setup.cluster, fault), record)
+    elif fault.kind in NET_KINDS:
+        network = _need(setup.network, fault)
+        await network.break_link(fault.kind, fault.target)
+        await asyncio.sleep(fault.down)
+        await network.heal(fault.kind, fault.target)
+        record.returned = time.time()
     elif fault.kind == "pg-restart":
         postgres = _need(setup.postgres, fault)
         await postgres.stop()

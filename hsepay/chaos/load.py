@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import httpx
 
-__all__ = ["LoadResult", "place_orders"]
+__all__ = ["NO_ANSWER", "TRANSPORT_ERROR", "LoadResult", "place_orders"]
 
 REQUEST_TIMEOUT = 10.0
 GIVE_UP_AFTER = 120.0
+TRANSPORT_ERROR = -1
+NO_ANSWER = -2
 
 
 @dataclass
@@ -37,6 +39,8 @@ class LoadResult:
     unavailable: list[tuple[float, float]] = field(default_factory=list)
     """(sent at, seconds to the answer) of every 503: when the database was unavailable, and how fast
     the API said so."""
+    answers: list[tuple[float, float, int]] = field(default_factory=list)
+    """(sent at, seconds, status) of every request: the HTTP status, TRANSPORT_ERROR or NO_ANSWER."""
     replays: int = 0
     sent: int = 0
     """Orders the load intended (the count, or more when it ran until the faults were over)."""
@@ -63,9 +67,12 @@ async def _place_one(
         except httpx.TimeoutException:
             result.hung += 1
             result.slow.append((sent, time.time() - sent, "no answer"))
+            result.answers.append((sent, time.time() - sent, NO_ANSWER))
         except httpx.TransportError as exc:
             result.transport_errors[type(exc).__name__] += 1
+            result.answers.append((sent, time.time() - sent, TRANSPORT_ERROR))
         else:
+            result.answers.append((sent, time.time() - sent, response.status_code))
             if time.time() - sent > 1.0:
                 result.slow.append((sent, time.time() - sent, str(response.status_code)))
             result.statuses[response.status_code] += 1

@@ -23,6 +23,8 @@ class FaultRecord:
     detail: str = ""
     unavailable: dict[str, float] | None = None
     """The 503 window of this fault (see `observe.unavailable_window`), None if there was none."""
+    figures: dict[str, Any] = field(default_factory=dict)
+    """The answers while it lasted and the roles' detection times (hsepay.chaos.timeline)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +35,7 @@ class FaultRecord:
             "recovery_s": self.recovery_s,
             "after_return_s": self.after_return_s,
             "unavailable": self.unavailable,
+            **self.figures,
         }
 
 
@@ -130,6 +133,9 @@ class ChaosReport:
             ],
             "longest_recovery_s": self.longest_recovery_s,
             "drained_after_last_fault_s": self.drained_after_last_fault_s,
+            "load_finished_after_last_fault_s": (
+                round(self.load.finished - max(f.ended for f in self.faults), 2) if self.faults else None
+            ),
             "http": {
                 "statuses": {str(k): v for k, v in sorted(self.load.statuses.items())},
                 "transport_errors": dict(self.load.transport_errors),

@@ -15,8 +15,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,13 +25,14 @@ from hsepay.auth import TokenIssuer
 from hsepay.bootstrap import built
 from hsepay.bootstrap.event_secrets import fresh_environ
 from hsepay.chaos.deposits import lost_deposits, make_deposits
-from hsepay.chaos.failover import DatabaseCluster
-from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
+from hsepay.chaos.faults import Fault
 from hsepay.chaos.inject import inject_plan
 from hsepay.chaos.load import place_orders
 from hsepay.chaos.observe import Sampler, unavailable_window
 from hsepay.chaos.report import ChaosReport
 from hsepay.chaos.roles import Role, RoleSet
+from hsepay.chaos.setup import ChaosSetup
+from hsepay.chaos.timeline import answer_figures, consumer_restart, detections
 from hsepay.config import Settings
 from hsepay.orders.tables import orders as orders_table
 from hsepay.payments import operations as payments_ops
@@ -50,23 +49,6 @@ log = logging.getLogger(__name__)
 ROLES_READY_TIMEOUT = 180.0
 """Seconds the roles have to be ready: eight Python processes importing hsepay at once took over
 60 s on the 2-core box while other test suites ran (load 17)."""
-
-
-@dataclass
-class ChaosSetup:
-    environ: dict[str, str]
-    """The HSEPAY_* environment of every role process (databases, broker, topics, groups)."""
-    work_dir: Path
-    broker: BrokerControl | None = None
-    postgres: PostgresControl | None = None
-    relays_per_service: int = 2
-    api_args: tuple[str, ...] = ()
-    """Extra arguments of `hsepay serve` (e.g. --insecure-no-auth)."""
-    cluster: DatabaseCluster | None = None
-    """A highly available PostgreSQL for the failover faults (pg-switchover, pg-kill-leader, dcs-quorum-loss)."""
-    deposit_rate: float = 0.0
-    """Deposits per second over the payments API alongside the orders (0: none); each one answered
-    200 must be in the ledger at the end."""
 
 
 def role_commands(
@@ -160,7 +142,7 @@ async def run_chaos(
         setup.environ = {**setup.environ, "HSEPAY_AUTH_SECRET": secrets.token_urlsafe(48), "HSEPAY_RATE_LIMIT": "0"}
     # Signed events, as on any shared broker: secrets of the run's own, unless the caller gave some.
     setup.environ = {**fresh_environ(spec.name for spec in registry.with_database()), **setup.environ}
-    settings = Settings.from_env(setup.environ)
+    settings = Settings.from_env({**setup.environ, **(setup.observer_environ or {})})
     services = [spec.name for spec in registry.with_database()]
     ports = dict(zip(services, free_ports(len(services)), strict=True))
     roles = _roles(setup, ports)
@@ -248,6 +230,13 @@ async def _load_and_faults(
             record.recovery_s = round(recovered - record.started, 2)
             if record.returned is not None:
                 record.after_return_s = round(max(0.0, recovered - record.returned), 2)
+        healed = record.returned if record.returned is not None else record.ended
+        record.figures = {
+            **answer_figures(load, record.started, healed, until),
+            "detected_s": detections(setup.work_dir, list(roles.roles), record.started, healed + 1.0),
+        }
+        if record.fault.kind == "kill-role" and record.fault.target.startswith("consume-"):
+            record.figures.update(consumer_restart(setup.work_dir / f"{record.fault.target}.log", record.started))
     report = ChaosReport(seed=seed, intended=load.sent, load=load, faults=records, final=final)
     missing = set(await _missing(system.engine("orders"), pending)) if pending else set()
     report.missing = [f"order {order_id} answered 202, not in the orders database" for order_id in missing]

