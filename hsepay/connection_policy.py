@@ -4,9 +4,9 @@
   5 s): a peer gone without a word (packets dropped, a host lost), even on an idle connection, or
   data never acknowledged: found within 5 s;
 - `connect_timeout` (libpq, 2 s): a new connection that gets no answer: 2 s;
-- `statement_timeout` (server, 4 s): a statement that runs too long: 4 s;
+- `statement_timeout` (server, 3 s): a statement that runs too long: 3 s;
 - the client's bound on one answer (`statement_timeout` + 1 s): a peer whose TCP is alive but which
-  never answers (a proxy, a frozen server): 5 s;
+  never answers (a proxy, a frozen server): 4 s;
 - `lock_timeout` (server, 2 s): a statement queued behind a lock: 2 s;
 - `idle_in_transaction_session_timeout` (server, 5 s): a session that holds locks and says nothing
   (its client frozen or cut off): 5 s.
@@ -34,7 +34,7 @@ class ConnectionPolicy:
     """How long anything may take on a database connection; see the module docstring."""
 
     connect_timeout: float = 2.0
-    statement_timeout: float = 4.0
+    statement_timeout: float = 3.0
     """0: statements are not bounded (nor, then, the client's wait for their answers)."""
     lock_timeout: float = 2.0
     idle_in_transaction_timeout: float = 5.0

@@ -57,7 +57,7 @@ class DatabaseSettings:
         "seconds a new connection may take (libpq's connect_timeout, ≥ 2)",
     )
     statement_timeout: float = setting(
-        4.0,
+        3.0,
         "HSEPAY_DB_STATEMENT_TIMEOUT",
         seconds(0, 24 * 3600),
         "seconds a statement may run (the server's statement_timeout, sent by hsepay); the client calls a "
