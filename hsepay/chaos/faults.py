@@ -145,9 +145,11 @@ class EmbeddedTansu:
 
     name = "embedded Tansu"
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, advertised_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.advertised_port = advertised_port
+        """The port of a proxy in front of it, which it tells clients to use (network faults)."""
 
     def nodes(self) -> list[int]:
         return [1]
@@ -159,7 +161,7 @@ class EmbeddedTansu:
         await asyncio.to_thread(embedded.stop_broker, self.data_dir)
 
     async def start(self, nodes: Sequence[int]) -> None:
-        await asyncio.to_thread(embedded.ensure_broker, self.data_dir, self.port)
+        await asyncio.to_thread(embedded.ensure_broker, self.data_dir, self.port, advertised_port=self.advertised_port)
 
     async def stop_all(self) -> None:
         await self.term(1)

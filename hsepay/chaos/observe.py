@@ -21,11 +21,13 @@ SAMPLE_EVERY = 0.25
 
 
 class Sampler:
-    """Counts stuck orders every SAMPLE_EVERY seconds (None while the database cannot be asked)."""
+    """Counts stuck orders, and when the oldest of them was created, every SAMPLE_EVERY seconds
+    (None while the database cannot be asked)."""
 
     def __init__(self, orders: AsyncEngine) -> None:
         self.orders = orders
-        self.samples: list[tuple[float, int | None]] = []
+        self.samples: list[tuple[float, int | None, float | None]] = []
+        """(when, stuck orders, creation time of the oldest of them)."""
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -45,29 +47,34 @@ class Sampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
-        query = select(func.count()).where(
+        query = select(func.count(), func.extract("epoch", func.min(orders_table.c.created_at))).where(
             orders_table.c.status == "created",
             orders_table.c.created_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, STUCK_AFTER),
         )
         while not stop.is_set():
             try:
                 async with self.orders.connect() as conn:
-                    stuck = (await conn.execute(query)).scalar_one()
+                    stuck, oldest = (await conn.execute(query)).one()
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
-                stuck = None
-            self.samples.append((time.time(), stuck))
+                stuck, oldest = None, None
+            self.samples.append((time.time(), stuck, float(oldest) if oldest is not None else None))
             await asyncio.sleep(SAMPLE_EVERY)
 
-    def recovered_at(self, since: float, until: float) -> float | None:
+    def recovered_at(self, since: float, until: float, returned: float | None = None) -> float | None:
         """When orders settled again after `since`: the first clean sample after the last stall
-        that began before `until`. `since` itself when no stall was seen."""
+        that began before `until`. `since` itself when no stall was seen. With `returned` (when the
+        broken part was back), a sample is also clean once every order still stuck was created
+        after that: the fault's backlog is gone, and what is left is the flow of new orders (on a
+        loaded box, the retries that pile up during a 30 s cut keep some order older than
+        STUCK_AFTER unsettled for a while, each of them settling in under 2.5 s)."""
         stalled = False
-        for at, stuck in self.samples:
+        for at, stuck, oldest in self.samples:
             if at < since:
                 continue
-            if stuck is None or stuck > 0:
+            backlog_gone = returned is not None and oldest is not None and oldest >= returned
+            if stuck is None or (stuck > 0 and not backlog_gone):
                 if at < until:
                     stalled = True
                 continue

@@ -7,6 +7,7 @@ from typing import Any
 
 from hsepay.chaos.faults import Fault
 from hsepay.chaos.load import LoadResult
+from hsepay.chaos.resources import flatness
 
 __all__ = ["ChaosReport", "FaultRecord"]
 
@@ -62,6 +63,18 @@ class ChaosReport:
     """Orders whose payment request is on the topic but which the orders database lost (the topic audit)."""
     deposits: dict[str, Any] = field(default_factory=dict)
     """sent, acknowledged and lost deposits, when the run made deposits too."""
+    resources: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """A soak's samples (hsepay.chaos.resources): `kind:name` -> (seconds, value)."""
+    segments: dict[str, list[int]] = field(default_factory=dict)
+    """The process of each sample of a role's series."""
+
+    @property
+    def flatness(self) -> dict[str, dict[str, float | bool]]:
+        return flatness(self.resources, self.segments)
+
+    @property
+    def not_flat(self) -> list[str]:
+        return [name for name, figures in self.flatness.items() if not figures["flat"]]
 
     @property
     def double_debits(self) -> int:
@@ -84,6 +97,7 @@ class ChaosReport:
             and not self.deposits.get("lost")
             and not self.deposits.get("server_errors")
             and not self.deposits.get("hung")
+            and not self.not_flat
         )
 
     def verdict(self) -> str:
@@ -100,7 +114,7 @@ class ChaosReport:
             f"longest recovery {'-' if longest is None else f'{longest:.1f}s'}, "
             f"drained {'-' if drained is None else f'{drained:.1f}s'} after the last fault, "
             f"HTTP 5xx (not 503) {self.load.server_errors}, hung {self.load.hung}, "
-            f"roles died {', '.join(self.died) or 'none'}, "
+            f"roles died {', '.join(self.died) or 'none'}, {self._resources_verdict()}"
             + (
                 f"deposits {self.deposits['acknowledged']}/{self.deposits['sent']} acknowledged, "
                 f"lost {len(self.deposits['lost'])}, "
@@ -109,6 +123,12 @@ class ChaosReport:
             )
             + f"audit {'ok' if self.audit.get('ok') else 'FAILED'} → {'PASS' if self.passed else 'FAIL'}"
         )
+
+    def _resources_verdict(self) -> str:
+        if not self.resources:
+            return ""
+        growing = self.not_flat
+        return f"resources {'GROWING: ' + ', '.join(growing) if growing else 'flat'}, "
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -150,4 +170,5 @@ class ChaosReport:
             "died": self.died,
             "role_starts": self.role_starts,
             "audit": self.audit,
+            **({"flatness": self.flatness, "resources": self.resources} if self.resources else {}),
         }

