@@ -206,11 +206,17 @@ async def bounded(
     if deadline <= now:
         raise DeadlinePassed("the deadline passed before a database connection was asked for")
     checkout_by = min(deadline, now + connect_within) if connect_within else deadline
+    checkout = asyncio.ensure_future(engine.connect())
     try:
-        async with asyncio.timeout_at(checkout_by):
-            conn = await engine.connect()
-    except TimeoutError:
-        raise DeadlinePassed(f"no database connection within {checkout_by - now:.3g}s") from None
+        conn = await asyncio.wait_for(asyncio.shield(checkout), timeout=checkout_by - now)
+    except BaseException as exc:
+        # The connection being made goes on (bounded by connect_timeout) and into the pool: on a box
+        # so loaded that a first connection takes longer than a request may wait, cancelling each
+        # attempt would never let one finish (readiness stayed red for 60 s at load 40).
+        checkout.add_done_callback(_return_to_pool)
+        if isinstance(exc, TimeoutError):
+            raise DeadlinePassed(f"no database connection within {checkout_by - now:.3g}s") from None
+        raise
     driver: Any = None
     try:
         driver = (await conn.get_raw_connection()).driver_connection
@@ -222,6 +228,12 @@ async def bounded(
             # back to the pool unbounded; a cut one is discarded
             driver.deadline = driver.silence = driver.monitor = None
         await conn.close()
+
+
+def _return_to_pool(checkout: asyncio.Future) -> None:
+    if checkout.cancelled() or checkout.exception() is not None:
+        return
+    asyncio.ensure_future(checkout.result().close())
 
 
 @contextlib.asynccontextmanager
