@@ -35,12 +35,18 @@ def answer_figures(load: LoadResult, start: float, healed: float, until: float) 
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "slowest_answer_s": round(max((took for _, took, _ in during), default=0.0), 3),
         "slowest_503_s": round(max(unavailable), 3) if unavailable else None,
+        "p50_503_s": _quantile(unavailable, 0.5),
+        "p90_503_s": _quantile(unavailable, 0.9),
         "slowest": [
             {"sent_s": round(sent - start, 2), "took_s": round(took, 3), "status": status}
             for sent, took, status in slowest
         ],
         "last_failure_after_heal_s": round(max(failed_after) - healed, 3) if failed_after else None,
     }
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    return round(sorted(values)[int(q * (len(values) - 1))], 3) if values else None
 
 
 def _entries(log: Path) -> list[tuple[float, dict]]:
