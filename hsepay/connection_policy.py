@@ -1,8 +1,9 @@
 """How long anything may take on a database connection, in one place (hsepay.connections applies it).
 
-- TCP keepalive (idle 2 s, 3 probes 1 s apart) and `tcp_user_timeout`, both ends (`dead_after`,
-  5 s): a peer gone without a word (packets dropped, a host lost), even on an idle connection, or
-  data never acknowledged: found within 5 s;
+- TCP keepalive (idle 1 s, 3 probes 1 s apart) and `tcp_user_timeout`, both ends (`dead_after`,
+  4 s): a peer gone without a word (packets dropped, a host lost), even on an idle connection, or
+  data never acknowledged: found within 5 s (the kernel's timers add ~0.6 s: with 5 s, 5.6-5.7 s
+  was measured in tests/netfault/test_black_hole.py);
 - `connect_timeout` (libpq, 2 s): a new connection that gets no answer: 2 s;
 - `statement_timeout` (server, 3 s): a statement that runs too long: 3 s;
 - the client's bound on one answer (`statement_timeout` + 1 s): a peer whose TCP is alive but which
@@ -38,7 +39,7 @@ class ConnectionPolicy:
     """0: statements are not bounded (nor, then, the client's wait for their answers)."""
     lock_timeout: float = 2.0
     idle_in_transaction_timeout: float = 5.0
-    dead_after: float = 5.0
+    dead_after: float = 4.0
 
     @property
     def answer_within(self) -> float | None:

@@ -73,7 +73,7 @@ class DatabaseSettings:
         "seconds a session may sit idle inside a transaction before the server ends it, releasing its locks",
     )
     dead_after: float = setting(
-        5.0,
+        4.0,
         "HSEPAY_DB_DEAD_AFTER",
         seconds(2, 3600),
         "seconds after which a connection whose peer went silent is dropped (TCP keepalive and "
