@@ -36,6 +36,7 @@ __all__ = [
     "get_order",
     "list_orders",
     "any_settled",
+    "recent_settle_time",
     "redrive_stale_orders",
     "restore_orders",
     "resend_stale_orders",
@@ -341,6 +342,21 @@ async def resend_stale_orders(
 async def redrive_stale_orders(conn: AsyncConnection, *, older_than: float, topic: str, limit: int = 1000) -> int:
     """`resend_stale_orders`, counted."""
     return len(await resend_stale_orders(conn, older_than=older_than, topic=topic, limit=limit))
+
+
+async def recent_settle_time(conn: AsyncConnection, *, window: float, quantile: float = 0.99) -> float | None:
+    """How long the payment requests of orders created in the last `window` seconds took to be
+    answered (from the last request sent: a re-sent one that was answered at once counts as fast),
+    the `quantile`, in seconds; None if none of them has settled."""
+    took = func.extract("epoch", orders.c.updated_at - orders.c.payment_requested_at)
+    found = await conn.execute(
+        select(func.percentile_cont(quantile).within_group(took)).where(
+            orders.c.created_at > func.now() - func.make_interval(0, 0, 0, 0, 0, 0, window),
+            orders.c.status != CREATED,
+        )
+    )
+    value = found.scalar()
+    return float(value) if value is not None else None
 
 
 async def any_settled(conn: AsyncConnection, order_ids: Sequence[uuid.UUID]) -> bool:

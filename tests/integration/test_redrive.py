@@ -99,8 +99,37 @@ async def test_waves_wait_for_an_answer_and_back_off_while_none_comes(orders_eng
     assert await scan() == 2 and redrive.pause == 4  # capped at max_pause
     async with orders_engine.begin() as conn:  # an answer for an order of the last wave
         answered = redrive.wave[0]
-        await conn.execute(
-            text("UPDATE orders SET status = 'success', updated_at = now() WHERE id = :id"), {"id": answered}
+        await conn.execute(  # answered 0.1 s after its request: the flow is fast
+            text(
+                "UPDATE orders SET status = 'success', updated_at = payment_requested_at + interval '0.1 s' "
+                "WHERE id = :id"
+            ),
+            {"id": answered},
         )
     settled.add(answered)
     assert await scan() == 2 and redrive.pause == 1  # answered: the next wave at once, the pause reset
+
+
+async def test_a_slow_flow_makes_an_order_stale_only_later(orders_engine):
+    """Orders answered 20 s after their request: one waiting 30 s is not re-sent (it is slow like the
+    others, not lost); at three times the flow's p99 (60 s) it is."""
+    user = uuid.uuid4()
+    answered = [await place_order(orders_engine, user, 5, TOPIC) for _ in range(5)]
+    waiting = await place_order(orders_engine, user, 5, TOPIC)
+    await _relayed(orders_engine)
+    async with orders_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE orders SET status = 'success', payment_requested_at = now() - interval '25 s', "
+                "updated_at = now() - interval '5 s' WHERE id = ANY(:ids)"
+            ),
+            {"ids": answered},
+        )
+    redrive = Redrive(older_than=5, topic=TOPIC, clock=Clock())
+    await _requested_ago(orders_engine, [waiting], 30)
+    async with orders_engine.begin() as conn:
+        assert await redrive.step(conn) == 0
+    assert 59 < redrive.threshold < 61
+    await _requested_ago(orders_engine, [waiting], 61)
+    async with orders_engine.begin() as conn:
+        assert await redrive.step(conn) == 1
