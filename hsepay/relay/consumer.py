@@ -37,6 +37,8 @@ from hsepay.resilience import Backoff, describe, is_unavailable, supervise
 __all__ = ["ConsumerStats", "InboxConsumer"]
 
 log = logging.getLogger(__name__)
+membership_log = logging.getLogger("hsepay.relay.membership")
+"""Group membership lines: about the process, not about a message (saga lines carry the order's ids)."""
 
 PURGE_BATCH = 10_000
 FETCH_TIMEOUT_MS = 200
@@ -72,7 +74,7 @@ class _Membership(ConsumerRebalanceListener):
         self.stats.joined = True
         self.stats.partitions = len(assigned)
         member = f"static member {self.instance_id}" if self.instance_id else "dynamic member"
-        log.info("%s consumer: %d partition(s) assigned (%s)", self.name, len(assigned), member)
+        membership_log.info("%s consumer: %d partition(s) assigned (%s)", self.name, len(assigned), member)
 
 
 class InboxConsumer:
