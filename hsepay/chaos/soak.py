@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hsepay.bench.svg import series_svg
 from hsepay.chaos.faults import NET_DOWN, Fault
 from hsepay.chaos.network import NET_KINDS
 from hsepay.chaos.report import ChaosReport
 
 __all__ = ["periodic_plan", "write_curves"]
+
+Draw = Callable[..., str]
+"""Draws named series as an SVG chart: (series, title, *, y_label, marks) -> the SVG text."""
 
 CHARTS = {
     "rss_mb": ("Resident memory per role", "MB"),
@@ -59,8 +61,9 @@ def periodic_plan(
     return plan
 
 
-def write_curves(report: ChaosReport, directory: Path, prefix: str = "soak") -> list[Path]:
-    """`<prefix>-<kind>.svg` per kind of series, and `<prefix>.json` (the whole report)."""
+def write_curves(report: ChaosReport, directory: Path, draw: Draw, prefix: str = "soak") -> list[Path]:
+    """`<prefix>-<kind>.svg` per kind of series, drawn by `draw` (hsepay.bench.svg.series_svg: the
+    bench sits above chaos, so the command hands it in), and `<prefix>.json` (the whole report)."""
     directory.mkdir(parents=True, exist_ok=True)
     begin = report.load.started
     marks = [(round(f.started - begin, 1), f.fault.label()) for f in report.faults]
@@ -72,7 +75,7 @@ def write_curves(report: ChaosReport, directory: Path, prefix: str = "soak") -> 
         if not series:
             continue
         path = directory / f"{prefix}-{kind.replace('_', '-')}.svg"
-        path.write_text(series_svg(series, title, y_label=unit, marks=marks))
+        path.write_text(draw(series, title, y_label=unit, marks=marks))
         written.append(path)
     path = directory / f"{prefix}.json"
     path.write_text(json.dumps(report.to_json(), indent=2, default=str))

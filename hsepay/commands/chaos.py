@@ -120,6 +120,7 @@ def chaos(
     A one-hour soak: hsepay chaos --duration 3600 --rate 20 --fault-every 180 --sample-every 60
     --faults kill-role,pg-restart,net-silent,net-cut,net-reset,net-latency,net-slow
     """
+    from hsepay.bench.svg import series_svg
     from hsepay.chaos.network import NET_KINDS
     from hsepay.chaos.run import role_commands, run_chaos
     from hsepay.chaos.soak import periodic_plan, write_curves
@@ -181,7 +182,7 @@ def chaos(
 
         report = execute(body)
     if sample_every:
-        for path in write_curves(report, report_dir or work_dir):
+        for path in write_curves(report, report_dir or work_dir, series_svg):
             (err_console if as_json else console).print(f"  wrote {path}", markup=False)
     if as_json:
         print_json(report.to_json())

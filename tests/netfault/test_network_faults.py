@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import pytest
 
-from hsepay.chaos import ChaosSetup, Fault, run_chaos
+from hsepay.chaos.faults import Fault
+from hsepay.chaos.run import ChaosSetup, run_chaos
 from tests.chaos.reporting import record as _record
 
 pytestmark = pytest.mark.chaos

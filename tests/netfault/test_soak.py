@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hsepay.chaos import run_chaos
+from hsepay.bench.svg import series_svg
+from hsepay.chaos.run import run_chaos
 from hsepay.chaos.soak import periodic_plan, write_curves
 from tests.chaos.reporting import record as _record
 from tests.chaos.test_chaos_embedded import ROLES
@@ -32,7 +33,7 @@ async def test_a_short_soak_keeps_memory_descriptors_connections_and_lag_flat(tm
     )
     _record("soak-short", report)
     if os.environ.get("HSEPAY_CHAOS_REPORT_DIR"):
-        write_curves(report, Path(os.environ["HSEPAY_CHAOS_REPORT_DIR"]), prefix="soak-short")
+        write_curves(report, Path(os.environ["HSEPAY_CHAOS_REPORT_DIR"]), series_svg, prefix="soak-short")
     kinds = {name.split(":", 1)[0] for name in report.resources}
     assert kinds == {"rss_mb", "fds", "db_connections", "consumer_lag"}, kinds
     assert {f"rss_mb:{role}" for role in ROLES} <= set(report.resources)
