@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 from hsepay import embedded
-from hsepay.chaos.network import NET_KINDS
+
+NET_KINDS = ("net-latency", "net-silent", "net-reset", "net-slow", "net-cut")
+"""Network faults (hsepay.chaos.network, through Toxiproxy); named here so that listing the fault
+kinds (`hsepay --help`) loads no HTTP client."""
 
 __all__ = [
     "BrokerControl",
@@ -25,7 +28,9 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedTansu",
     "Fault",
+    "KINDS",
     "KraftScripts",
+    "NET_KINDS",
     "PostgresControl",
     "random_plan",
 ]

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hsepay.chaos.failover import FAILOVER_KINDS, DatabaseCluster, inject_failover
-from hsepay.chaos.faults import BrokerControl, Fault, PostgresControl
-from hsepay.chaos.network import NET_KINDS, NetworkControl
+from hsepay.chaos.faults import NET_KINDS, BrokerControl, Fault, PostgresControl
+from hsepay.chaos.network import NetworkControl
 from hsepay.chaos.report import FaultRecord
 from hsepay.chaos.roles import RoleSet
 

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 
+from hsepay.chaos.faults import NET_KINDS
 from hsepay.ports import free_port
 
-__all__ = ["NET_KINDS", "NetworkControl", "Toxiproxy", "find_toxiproxy"]
+__all__ = ["NetworkControl", "Toxiproxy", "find_toxiproxy"]
 
-NET_KINDS = ("net-latency", "net-silent", "net-reset", "net-slow", "net-cut")
 
 _TOXICS: dict[str, list[dict]] = {
     "net-latency": [{"type": "latency", "stream": "downstream", "attributes": {"latency": 200, "jitter": 100}}],

@@ -13,8 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hsepay.chaos.faults import NET_DOWN, Fault
-from hsepay.chaos.network import NET_KINDS
+from hsepay.chaos.faults import NET_DOWN, NET_KINDS, Fault
 from hsepay.chaos.report import ChaosReport
 
 __all__ = ["periodic_plan", "write_curves"]

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from hsepay import embedded, registry
-from hsepay.chaos.faults import KINDS, CommandPostgres, EmbeddedPostgres, EmbeddedTansu, KraftScripts, random_plan
+from hsepay.chaos.faults import (
+    KINDS,
+    NET_KINDS,
+    CommandPostgres,
+    EmbeddedPostgres,
+    EmbeddedTansu,
+    KraftScripts,
+    random_plan,
+)
 from hsepay.commands.common import (
     EXIT_DOMAIN,
     EXIT_USAGE,
@@ -121,7 +129,6 @@ def chaos(
     --faults kill-role,pg-restart,net-silent,net-cut,net-reset,net-latency,net-slow
     """
     from hsepay.bench.svg import series_svg
-    from hsepay.chaos.network import NET_KINDS
     from hsepay.chaos.run import role_commands, run_chaos
     from hsepay.chaos.soak import periodic_plan, write_curves
 
