@@ -47,6 +47,11 @@ fi
 
 t1=$SECONDS
 rm -rf "$here/reports"
+status=0
 HSEPAY_TOXIPROXY="$here/bin/server" HSEPAY_TEST_REQUIRE_TOXIPROXY=1 HSEPAY_CHAOS_REPORT_DIR="$here/reports" \
-    HSEPAY_TEST_REQUIRE_BLACKHOLE=$blackhole pytest tests/netfault -p no:cacheprovider -rA -s
+    HSEPAY_TEST_REQUIRE_BLACKHOLE=$blackhole pytest tests/netfault -p no:cacheprovider -rA -s || status=$?
 echo "ci: netfault stage $((SECONDS - t0))s (toxiproxy build ${build_secs}s, tests $((SECONDS - t1))s)"
+if [[ $status -ne 0 ]]; then
+    echo "ci: netfault stage failed (figures in $here/reports/)" >&2
+fi
+exit $status  # .ci/run stops on it (set -e)
