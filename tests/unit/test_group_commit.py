@@ -302,3 +302,18 @@ async def test_a_full_queue_refuses_at_once():
     assert commit.refused == 1
     engine.gate.set()
     assert await asyncio.wait_for(asyncio.gather(taken, *queued), timeout=5) == [0, 1, 2, 3]
+
+
+async def test_a_one_statement_batch_that_gets_no_answer_may_have_taken_effect():
+    """In autocommit the statement is its own COMMIT: lost without an answer, it may have been
+    applied, so the answer says so (OutcomeUnknown), never a plain 'unavailable, nothing applied'."""
+    engine = FakeEngine()
+
+    async def apply(conn, items):
+        assert conn.autocommit and not conn.in_transaction
+        raise OperationalError("INSERT", {}, psycopg.OperationalError("server closed the connection"))
+
+    commit = GroupCommit(engine, apply, single_statement=lambda items: True)
+    results = await _gather(commit, [1, 2])
+    assert all(isinstance(r, OutcomeUnknown) for r in results), results
+    assert commit.unconfirmed == 2
