@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import psycopg
 from sqlalchemy.exc import DBAPIError
@@ -40,6 +41,8 @@ from hsepay.connections import (
 from hsepay.resilience import Unavailable, describe
 
 __all__ = ["BoundedDatabase", "is_silence"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,30 @@ class BoundedDatabase:
             await commit_or_unknown(transaction)
 
     # --- the liveness monitor (hsepay.connections.LivenessMonitor) -------------------------------
+
+    async def wait_for(self, work: Awaitable[T]) -> T:
+        """Await `work` whose statements run in a task of their own (a group read: giving up on it
+        cancels no query), under the bounds of a unit: 503 at once while the breaker is open; after
+        `silence` without a result the monitor decides (a probe: no answer opens the breaker);
+        `timeout` in all."""
+        self.check()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.silence)
+            if not done:
+                if not await self.overdue(started):
+                    raise Unavailable("the database does not answer; retry later")
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, started + self.timeout - loop.time()))
+                if not done:
+                    raise Unavailable(f"the database did not answer within {self.timeout:g}s; retry later")
+            result = task.result()
+            self.answered()
+            return result
+        finally:
+            if not task.done():
+                task.cancel()
 
     def answered(self) -> None:
         self.last_answer = asyncio.get_running_loop().time()

@@ -221,7 +221,7 @@ def create_orders_app(
             Lane(
                 guard=guard,
                 observer=http_observer("orders"),
-                read=reader.get,
+                read=lambda key: db.wait_for(reader.get(key)),
                 prepare=lane_request,
                 submit=intake.submit,
                 max_body=MAX_BODY_BYTES,

@@ -119,10 +119,14 @@ class OrderController(Controller):
         operation_class=Documented,
     )
     async def get_order(
-        self, request: Request, reader: NamedDependency[GroupRead], order_id: OrderIdInPath
+        self,
+        request: Request,
+        db: NamedDependency[BoundedDatabase],
+        reader: NamedDependency[GroupRead],
+        order_id: OrderIdInPath,
     ) -> OrderView:
         wanted = _parse_order_id(order_id)
-        order = await reader.get(wanted)
+        order = await db.wait_for(reader.get(wanted))  # bounded like a write: 503 from a silent database
         if order is None or not caller_of(request).may_act_for(order.user_id):
             raise OrderNotFound(f"no order {wanted}")  # another user's order: as if it did not exist
         return _order_view(order)
