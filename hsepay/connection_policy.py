@@ -84,7 +84,3 @@ class ConnectionPolicy:
 
 def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
-
-
-def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
