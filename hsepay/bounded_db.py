@@ -36,8 +36,8 @@ from hsepay.connections import (
     WatchedConnection,
     bounded,
     commit_or_unknown,
-    libpq_conninfo,
 )
+from hsepay.db import conninfo
 from hsepay.resilience import Unavailable, describe
 
 __all__ = ["BoundedDatabase", "is_silence"]
@@ -208,11 +208,15 @@ class BoundedDatabase:
         started = loop.time()
         if self._probe_conn is None or self._probe_conn.closed or self._probe_conn.broken:
             async with asyncio.timeout(self.probe_within):
+                # The roles' own conninfo: on a URL naming several hosts, libpq goes to the writable
+                # primary (target_session_attrs=read-write), so a standby's answer never says "alive".
                 self._probe_conn = await WatchedConnection.connect(
-                    libpq_conninfo(self.engine.url.render_as_string(hide_password=False)),
+                    conninfo(
+                        self.engine.url.render_as_string(hide_password=False),
+                        application_name="hsepay-probe",
+                        connect_timeout=2,
+                    ),
                     autocommit=True,
-                    application_name="hsepay-probe",
-                    connect_timeout=2,
                 )
         with self._probe_conn.deadline_in(self.probe_within - (loop.time() - started)):
             await self._probe_conn.execute("SELECT 1")

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
 import psycopg
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
@@ -43,7 +42,6 @@ __all__ = [
     "bounded",
     "bounded_transaction",
     "commit_or_unknown",
-    "libpq_conninfo",
 ]
 
 
@@ -262,11 +260,6 @@ async def commit_or_unknown(transaction: AsyncTransaction) -> None:
                 "retry with the same Idempotency-Key to learn its outcome"
             ) from exc
         raise
-
-
-def libpq_conninfo(sqlalchemy_url: str) -> str:
-    """A plain libpq URI for psycopg from the SQLAlchemy form (drops the +psycopg driver)."""
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def no_answer(exc: BaseException) -> bool:
