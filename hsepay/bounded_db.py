@@ -35,7 +35,7 @@ from hsepay.connections import (
     DeadlinePassed,
     WatchedConnection,
     bounded,
-    commit_or_unknown,
+    transaction_on,
 )
 from hsepay.db import conninfo
 from hsepay.resilience import Unavailable, describe
@@ -127,15 +127,8 @@ class BoundedDatabase:
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A transaction committed when the block ends (see `commit_or_unknown`)."""
-        async with self.unit() as conn:
-            transaction = await conn.begin()
-            try:
-                yield conn
-            except BaseException:
-                with contextlib.suppress(Exception):  # a cut connection cannot roll back: the server does
-                    await transaction.rollback()
-                raise
-            await commit_or_unknown(transaction)
+        async with self.unit() as conn, transaction_on(conn):
+            yield conn
 
     # --- the liveness monitor (hsepay.connections.LivenessMonitor) -------------------------------
 

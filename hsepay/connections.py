@@ -42,6 +42,7 @@ __all__ = [
     "bounded",
     "bounded_transaction",
     "commit_or_unknown",
+    "transaction_on",
 ]
 
 
@@ -237,15 +238,22 @@ def _return_to_pool(checkout: asyncio.Future) -> None:
 @contextlib.asynccontextmanager
 async def bounded_transaction(engine: AsyncEngine, *, deadline: float, **bounds: Any) -> AsyncIterator[AsyncConnection]:
     """`bounded()` with a transaction, committed when the block ends; see `commit_or_unknown`."""
-    async with bounded(engine, deadline=deadline, **bounds) as conn:
-        transaction = await conn.begin()
-        try:
-            yield conn
-        except BaseException:
-            with contextlib.suppress(Exception):  # a cut connection cannot roll back: the server does
-                await transaction.rollback()
-            raise
-        await commit_or_unknown(transaction)
+    async with bounded(engine, deadline=deadline, **bounds) as conn, transaction_on(conn):
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def transaction_on(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """A transaction on `conn`, committed when the block ends (see `commit_or_unknown`), rolled back
+    if it raises."""
+    transaction = await conn.begin()
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(Exception):  # a cut connection cannot roll back: the server does
+            await transaction.rollback()
+        raise
+    await commit_or_unknown(transaction)
 
 
 async def commit_or_unknown(transaction: AsyncTransaction) -> None:
