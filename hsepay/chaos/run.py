@@ -83,19 +83,30 @@ async def _open_accounts(payments: AsyncEngine, users: int, seed: int) -> list[u
     return people
 
 
-async def _final_count(orders: AsyncEngine, ids: Sequence[uuid.UUID]) -> tuple[int, list[uuid.UUID]]:
+# Ids per statement: an IN list is one bind parameter per id and PostgreSQL's protocol takes at most
+# 65,535 (a one-hour soak at 20 orders/s accepted 72,000 and could not ask about them in one query).
+ID_CHUNK = 5_000
+
+
+async def _statuses(orders: AsyncEngine, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The status of each of `ids` the orders database has, a chunk of ids per statement."""
+    statuses: dict[uuid.UUID, str] = {}
     async with orders.connect() as conn:
-        rows = (
-            await conn.execute(select(orders_table.c.id, orders_table.c.status).where(orders_table.c.id.in_(ids)))
-        ).all()
-    final = {row.id for row in rows if row.status != "created"}
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = ids[start : start + ID_CHUNK]
+            query = select(orders_table.c.id, orders_table.c.status).where(orders_table.c.id.in_(chunk))
+            statuses.update({row.id: row.status for row in await conn.execute(query)})
+    return statuses
+
+
+async def _final_count(orders: AsyncEngine, ids: Sequence[uuid.UUID]) -> tuple[int, list[uuid.UUID]]:
+    final = {order_id for order_id, status in (await _statuses(orders, ids)).items() if status != "created"}
     return len(final), [order_id for order_id in ids if order_id not in final]
 
 
 async def _missing(orders: AsyncEngine, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """Accepted orders the orders database does not have at all."""
-    async with orders.connect() as conn:
-        present = {row.id for row in await conn.execute(select(orders_table.c.id).where(orders_table.c.id.in_(ids)))}
+    present = await _statuses(orders, ids)
     return [order_id for order_id in ids if order_id not in present]
 
 
