@@ -10,6 +10,9 @@ Two variants: with `apis_only` (a session opened with the APIs alone) the relays
 start only after the load, so the figure is POST /orders alone and the settling is still audited;
 with `read` the load is `GET /order/{id}` over orders placed beforehand (one per user), the cost of
 a read in the API process.
+
+(Over 300 lines: one scenario in three modes — saga running, POST alone, GET — that share the
+stack, the client processes and the audit.)
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ without any poller.
 own, over orders placed beforehand) for the whole timed phase: whether readers starve the saga.
 
 On a fresh stack the first order is timed on its own first: DESIGN §9's "first order after ready".
+
+(Over 300 lines: the scenario, its polling client and the hop table, which all read the same
+timestamps the saga writes.)
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The verdict holds only if every intended order was accepted exactly once and rea
 status within `settle_timeout` seconds of the last fault, no request got a 500 or hung, and the
 money audit is clean (no double debit, conservation exact); with deposits on, every deposit
 answered 200 must be in the ledger. The roles, faults, load and verdict are modules of their own.
+
+(Over 300 lines: the run's sequence — set up, load, faults, drain, verdict — read top to bottom;
+each step's machinery is in the modules named above.)
 """
 
 from __future__ import annotations

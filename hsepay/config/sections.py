@@ -1,4 +1,8 @@
-"""The settings, one dataclass per concern; every field says its variable, default and meaning."""
+"""The settings, one dataclass per concern; every field says its variable, default and meaning.
+
+(Over 300 lines: each dataclass is mostly its fields' help text, and together they are the one
+table the README's configuration section is generated from.)
+"""
 
 from __future__ import annotations
 

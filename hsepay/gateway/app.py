@@ -21,6 +21,9 @@ believe it from HSEPAY_TRUSTED_PROXIES only); a request, body included, runs und
 HSEPAY_REQUEST_TIMEOUT like the APIs' (408 while its body is still arriving); only the headers that
 describe an answer come back (no hop-by-hop header, cookie or upstream internals); every copy of a
 forwarded request header goes upstream, so two Idempotency-Keys are refused as the APIs refuse them.
+
+(Over 300 lines: the route table above and the handlers it names, kept together so that the table
+is the truth; forwarding is in `upstream.py`, the document in `openapi.py`.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Orders service layer: each function runs inside the caller's transaction (`conn`)."""
+"""Orders service layer: each function runs inside the caller's transaction (`conn`).
+
+(Over 300 lines: the one service layer the API, the consumer, the re-drive and the audit's repair
+call; every function is one operation on the orders tables.)
+"""
 
 from __future__ import annotations
 
