@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 from sqlalchemy import text
@@ -44,6 +46,8 @@ class ResourceSampler:
     """`kind:name` -> (seconds since `started`, value)."""
     segments: dict[str, list[int]] = field(default_factory=dict)
     """`kind:name` -> the process (pid) of each sample of a role's series."""
+    journal: Path | None = None
+    """Rewritten after every sample with the series so far, so a run that dies keeps its curves."""
 
     def _add(self, kind: str, name: str, at: float, value: float, pid: int = 0) -> None:
         self.series.setdefault(f"{kind}:{name}", []).append((round(at - self.started, 1), round(value, 2)))
@@ -80,6 +84,11 @@ class ResourceSampler:
                         spec.consumes(self.system.settings.kafka),
                     )
                 self._add("consumer_lag", spec.name, at, sum(lag.values()))
+        if self.journal is not None:
+            with contextlib.suppress(OSError):  # a full disk must not end the run it measures
+                partial = self.journal.with_suffix(".tmp")
+                partial.write_text(json.dumps({"series": self.series, "segments": self.segments}))
+                partial.replace(self.journal)
 
 
 def _process_tree_usage(pid: int | None) -> tuple[int, int] | None:

@@ -153,7 +153,8 @@ async def run_chaos(
 ) -> ChaosReport:
     """Run the roles, the load and the faults; always stop every role before returning. With
     `sample_every`, every role's memory and descriptors, each database's connections and each
-    consumer group's lag are sampled that often (a soak: hsepay.chaos.resources)."""
+    consumer group's lag are sampled that often (a soak: hsepay.chaos.resources), and the samples so
+    far are kept in `work_dir/resources.json` after each, so a run that dies keeps its curves."""
     if "HSEPAY_AUTH_SECRET" not in setup.environ:
         # Run as production does: auth on, each user ordering with its own token; no rate limit,
         # since the whole load comes from one address.
@@ -204,7 +205,11 @@ async def _load_and_faults(
 ) -> ChaosReport:
     settings = system.settings
     begin = time.time()
-    resources = ResourceSampler(system, roles, sample_every, started=begin) if sample_every else None
+    resources = (
+        ResourceSampler(system, roles, sample_every, started=begin, journal=setup.work_dir / "resources.json")
+        if sample_every
+        else None
+    )
     stop_resources = asyncio.Event()
     measuring = asyncio.create_task(resources.run(stop_resources)) if resources else None
     topics = {"orders": settings.kafka.orders_topic, "payment-status": settings.kafka.payment_status_topic}

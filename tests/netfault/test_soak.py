@@ -7,6 +7,7 @@ a timing. HSEPAY_TEST_SOAK_SECONDS lengthens it; the curves go to HSEPAY_CHAOS_R
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,5 +38,8 @@ async def test_a_short_soak_keeps_memory_descriptors_connections_and_lag_flat(tm
     kinds = {name.split(":", 1)[0] for name in report.resources}
     assert kinds == {"rss_mb", "fds", "db_connections", "consumer_lag"}, kinds
     assert {f"rss_mb:{role}" for role in ROLES} <= set(report.resources)
+    # Kept as taken, so a run that dies keeps its curves; the sample after the drain comes last.
+    journal = json.loads((tmp_path / "resources.json").read_text())["series"]
+    assert {name: [tuple(p) for p in points] for name, points in journal.items()} == report.resources
     assert not report.not_flat, {name: report.flatness[name] for name in report.not_flat}
     assert report.passed, report.verdict()
