@@ -111,8 +111,11 @@ async def read_history(
     write to a topic must not make an audit believe (or a repair recreate) an order nobody placed.
 
     A partition is read to its end when it yields a message published after the read began, or
-    nothing for IDLE_FETCHES fetches in a row. The end is not taken from the broker's end offsets:
-    Tansu reports them per record batch, not per record (6 records in one batch: end offset 1).
+    when it is past the end offset the broker reported and yields nothing for IDLE_FETCHES fetches
+    in a row. The end offset alone is not enough: Tansu reports it per record batch, not per record
+    (6 records in one batch: end offset 1). Idle fetches alone are not enough either: on a cluster,
+    the first fetches from a partition's leader can come back empty while the consumer still looks
+    it up (a 3-node Kafka read 0 of 6 requests that way).
     """
     history = TopicHistory()
     began = time.time()
@@ -154,7 +157,7 @@ async def read_history(
                         break
                     history.first_read.setdefault(tp, record.timestamp / 1000)
                     history.events.append(_event(record, verifier))
-                if remaining.get(tp, 0) >= IDLE_FETCHES:
+                if remaining.get(tp, 0) >= IDLE_FETCHES and await consumer.position(tp) >= ends[tp]:
                     remaining.pop(tp)
             await asyncio.sleep(0)
     finally:
