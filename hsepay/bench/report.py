@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from hsepay.bench.results import process_rows
+from hsepay.bench.results import process_header, process_rows
 from hsepay.bench.svg import histogram_svg, series_svg
 
 __all__ = ["render", "write_report"]
@@ -68,8 +68,7 @@ def _section(result: Any) -> str:
             parts.append(series_svg(chart.series, chart.title, y_label=chart.y_label, marks=chart.marks))
     phase, units, unit = result.processes()
     if phase is not None and phase.processes:
-        header = ["process", "CPU s", f"CPU ms per {unit}", "peak RSS MB"]
-        parts.append(_table(process_rows(phase, units, unit), header))
+        parts.append(_table(process_rows(phase, units, unit), process_header(unit)))
     if result.context.settings:
         parts.append(_table(sorted(result.context.settings.items()), ["setting passed to the roles", "value"]))
     parts.append(f"<details><summary>JSON</summary><pre>{escape(json.dumps(data, indent=1))}</pre></details>")

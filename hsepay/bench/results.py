@@ -19,7 +19,7 @@ from typing import Any
 from hsepay.bench.stats import Histogram
 from hsepay.bench.usage import Phase
 
-__all__ = ["Chart", "Context", "Verdict", "per_unit_ms", "process_rows"]
+__all__ = ["Chart", "Context", "Verdict", "per_unit_ms", "process_header", "process_rows"]
 
 
 def _commit() -> str | None:
@@ -95,10 +95,15 @@ def per_unit_ms(phase: Phase, units: int) -> dict[str, float]:
     return {p.name: round(p.cpu_s * 1000 / units, 3) for p in phase.processes} if units else {}
 
 
-def process_rows(phase: Phase, units: int, unit: str) -> list[tuple[str, str, str, str]]:
-    """(process, CPU s, CPU ms per unit, peak RSS MB) rows for a table."""
+def process_header(unit: str) -> list[str]:
+    return ["process", "CPU s", f"CPU ms per {unit}", f"waited for a CPU, ms per {unit}", "peak RSS MB"]
+
+
+def process_rows(phase: Phase, units: int, unit: str) -> list[tuple[str, str, str, str, str]]:
+    """Rows of `process_header(unit)`: each process's CPU, its run delay and its peak RSS."""
     rows = []
     for p in phase.processes:
         per = f"{p.cpu_s * 1000 / units:.3f}" if units else "-"
-        rows.append((p.name, f"{p.cpu_s:.2f}", per, "-" if p.max_rss_mb is None else f"{p.max_rss_mb:.0f}"))
+        waited = f"{p.waited_s * 1000 / units:.3f}" if units and p.waited_s is not None else "-"
+        rows.append((p.name, f"{p.cpu_s:.2f}", per, waited, "-" if p.max_rss_mb is None else f"{p.max_rss_mb:.0f}"))
     return rows

@@ -3,6 +3,10 @@
 CPU comes from the kernel's accounting (user + system time), so it is exact however loaded the
 box is; CPU per order is the figure to trust on a shared machine, where wall-clock rates are
 noisy. Peak memory is the kernel's high-water mark of resident memory (VmHWM), not a sample.
+
+How long each process's threads were runnable but waited for a CPU (the scheduler's run delay,
+/proc/PID/task/TID/schedstat, Linux) says where wall-clock time went that CPU time does not: on a
+box with more runnable processes than cores, a hop of the saga waits its turn.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class ProcessFigures:
     cpu_s: float
     max_rss_mb: float | None
     """Peak resident memory over the process's life (None where it cannot be read, or is shared)."""
+    waited_s: float | None = None
+    """Seconds its threads were runnable but waited for a CPU (None where the kernel does not say)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,7 @@ class ProcessFigures:
             "pid": self.pid,
             "cpu_s": round(self.cpu_s, 3),
             "max_rss_mb": None if self.max_rss_mb is None else round(self.max_rss_mb, 1),
+            "waited_for_cpu_s": None if self.waited_s is None else round(self.waited_s, 3),
         }
 
 
@@ -61,6 +68,20 @@ def _cpu(tracked: Tracked) -> float | None:
                 times = p.cpu_times()
                 total += times.user + times.system
         return total
+    except psutil.Error:
+        return None
+
+
+def _waited(tracked: Tracked) -> float | None:
+    """Run delay of every thread of the process (and its children), seconds; None off Linux."""
+    try:
+        total = 0
+        for p in _tree(tracked):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for task in os.scandir(f"/proc/{p.pid}/task"):
+                    with open(f"{task.path}/schedstat") as stat:
+                        total += int(stat.read().split()[1])
+        return total / 1e9 if os.path.exists("/proc/self/schedstat") else None
     except psutil.Error:
         return None
 
@@ -113,6 +134,7 @@ def measure(tracked: Iterable[Tracked], *, include_self: str | None = "bench (th
 
     tracked = list(tracked)
     before = {t: 0.0 if t.since_start else _cpu(t) for t in tracked}
+    waited_before = {t: 0.0 if t.since_start else _waited(t) for t in tracked}
     self_before = _self_cpu()
     began = time.monotonic()
     phase = Phase()
@@ -124,7 +146,9 @@ def measure(tracked: Iterable[Tracked], *, include_self: str | None = "bench (th
             start, end = before[t], _cpu(t)
             if start is None or end is None:
                 continue
-            phase.processes.append(ProcessFigures(t.name, t.pid, end - start, _peak_rss_of(t)))
+            waited_start, waited_end = waited_before[t], _waited(t)
+            waited = None if waited_start is None or waited_end is None else max(0.0, waited_end - waited_start)
+            phase.processes.append(ProcessFigures(t.name, t.pid, end - start, _peak_rss_of(t), waited))
         if include_self:
             phase.processes.append(
                 ProcessFigures(include_self, os.getpid(), _self_cpu() - self_before, _peak_rss_mb(os.getpid()))

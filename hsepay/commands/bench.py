@@ -104,15 +104,14 @@ def _show(results: list[Any], as_json: bool, report: Path | None) -> None:
         else:
             print_json({"ok": all(r.verdict.ok for r in results), "scenarios": [r.to_json() for r in results]})
     else:
-        from hsepay.bench.results import process_rows
+        from hsepay.bench.results import process_header, process_rows
 
         for result in results:
             name = result.to_json()["scenario"]
             print_table(f"hsepay bench {name} — {result.context.line()}", ["figure", "value"], result.table_rows())
             phase, units, unit = result.processes()
             if phase is not None and phase.processes:
-                header = ["process", "CPU s", f"CPU ms per {unit}", "peak RSS MB"]
-                print_table(f"{name}: processes", header, process_rows(phase, units, unit))
+                print_table(f"{name}: processes", process_header(unit), process_rows(phase, units, unit))
             for line in result.verdict.notes:
                 console.print(f"note: {line}", markup=False)
             for line in result.verdict.problems:

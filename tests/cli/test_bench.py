@@ -56,6 +56,8 @@ def _assert_every_role_measured(figures: dict, roles: set[str]) -> None:
     assert roles <= set(measured), measured
     for name in roles:
         assert measured[name]["max_rss_mb"] > 10, measured[name]  # a live Python process, not a stub
+        # Run delay from the kernel: a number for every live role (0 is possible on an idle box).
+        assert isinstance(measured[name]["waited_for_cpu_s"], float) and measured[name]["waited_for_cpu_s"] >= 0
 
 
 SAGA_ROLES = {"api-orders", "api-payments", "relay-orders", "relay-payments", "consume-orders", "consume-payments"}
