@@ -13,6 +13,7 @@ import os
 import tempfile
 from typing import Any
 
+from hsepay.heap import settle_after_startup
 from hsepay.lifetime import die_with
 
 __all__ = ["PARENT_VARIABLE", "SERVICE_VARIABLE", "application", "serve_api_processes"]
@@ -42,7 +43,9 @@ def application() -> Any:
     spec = registry.get(os.environ[SERVICE_VARIABLE])
     app = build_unchecked(get_settings(), (spec,), apps=True)[spec.name].app
     assert app is not None
-    return refuse_unmeasured_bodies(app)
+    served = refuse_unmeasured_bodies(app)
+    settle_after_startup()
+    return served
 
 
 def serve_api_processes(service: str, *, host: str, port: int, workers: int, header_timeout: float) -> None:

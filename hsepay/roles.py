@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hsepay.heap import settle_after_startup
 from hsepay.observability.probes import BrokerSource, ConsumerSource, CounterSource, DatabaseSource, RelaySource
 from hsepay.observability.sources import Source, watching
 from hsepay.periodic import Periodic, run_periodic
@@ -128,6 +129,7 @@ async def serve_api(system: System, service: str, *, host: str, port: int) -> No
     async with start_workers(system):
         serving = asyncio.create_task(server.serve())
         log.info("%s API on http://%s:%d (docs: /schema/swagger)", service, host, port)
+        settle_after_startup()
         waiting = asyncio.create_task(wait_for_signal(stop))
         await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True

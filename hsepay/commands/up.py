@@ -148,6 +148,7 @@ def up(
     """
     from rich.live import Live
 
+    from hsepay.heap import settle_after_startup
     from hsepay.roles import api_server, start_workers, wait_for_signal
     from hsepay.servers import serving_metrics
 
@@ -201,6 +202,7 @@ def up(
                     console.print(
                         f"[yellow]not ready after {READY_TIMEOUT:g}s[/]: see the status panel or hsepay status"
                     )
+                settle_after_startup()
                 waiting = asyncio.create_task(wait_for_signal(workers.stop))
                 live = (
                     Live(

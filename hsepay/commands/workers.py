@@ -26,6 +26,7 @@ MetricsHostOption = Annotated[str, typer.Option("--metrics-host", help="Interfac
 
 
 def _run_workers(choice: str, *, relay: bool, consume: bool, metrics_host: str, metrics_port: int | None) -> None:
+    from hsepay.heap import settle_after_startup
     from hsepay.roles import start_workers, wait_for_signal
     from hsepay.servers import serving_metrics
 
@@ -45,6 +46,7 @@ def _run_workers(choice: str, *, relay: bool, consume: bool, metrics_host: str, 
                 "relay" if relay else "consumer",
                 ", ".join(spec.name for spec in specs),
             )
+            settle_after_startup()
             await wait_for_signal(workers.stop)
 
     execute(body)
