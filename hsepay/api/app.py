@@ -36,7 +36,12 @@ from hsepay.batching import GroupCommit
 from hsepay.bounded_db import BoundedDatabase
 from hsepay.config import ApiSettings, SecuritySettings
 from hsepay.group_read import GroupRead
-from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
+from hsepay.observability.endpoints import (
+    HealthController,
+    MetricsController,
+    http_observer,
+    request_id_on_every_answer,
+)
 from hsepay.observability.probes import DatabaseSource
 from hsepay.observability.sources import watching
 from hsepay.orders import operations as orders_operations
@@ -125,6 +130,7 @@ def _app(
         lifespan=[lifespan],
         route_handlers=[guarded, HealthController, MetricsController],
         middleware=[http_observer(service)],
+        before_send=[request_id_on_every_answer],
         dependencies={
             name: Provide(_constant(value), use_cache=True, sync_to_thread=False)
             for name, value in {**dependencies, "self_deposit": security.self_deposit}.items()

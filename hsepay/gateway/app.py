@@ -62,7 +62,12 @@ from hsepay.api.schemas import AccountCreated, Balance, BalanceRefilled, OrderAc
 from hsepay.config import GatewaySettings, SecuritySettings
 from hsepay.gateway.openapi import UPSTREAM_FAILURES, document_forwarded_routes
 from hsepay.gateway.upstream import Upstream, UpstreamFailed, forward, outgoing_headers, problem, returned
-from hsepay.observability.endpoints import HealthController, MetricsController, http_observer
+from hsepay.observability.endpoints import (
+    HealthController,
+    MetricsController,
+    http_observer,
+    request_id_on_every_answer,
+)
 from hsepay.observability.sources import Readiness, watching
 from hsepay.orders.model import CURSOR_PATTERN
 
@@ -288,6 +293,7 @@ def create_gateway_app(
         lifespan=[lifespan],
         state=State({"upstreams": {}}),
         middleware=[http_observer("gateway")],
+        before_send=[request_id_on_every_answer],
         plugins=[problem_details_plugin()],
         exception_handlers={Exception: unexpected_error_handler},
         openapi_config=OpenAPIConfig(

@@ -16,7 +16,14 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from hsepay import log_context
 from hsepay.observability import sources
 
-__all__ = ["OBSERVED", "HealthController", "MetricsController", "http_observer", "metrics_app"]
+__all__ = [
+    "OBSERVED",
+    "HealthController",
+    "MetricsController",
+    "http_observer",
+    "metrics_app",
+    "request_id_on_every_answer",
+]
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 OBSERVED = "hsepay.observed"
@@ -39,6 +46,24 @@ def _request_id(scope: Scope) -> bytes:
     return _new_request_id()
 
 
+_SCOPE_REQUEST_ID = "hsepay.request_id"
+
+
+async def request_id_on_every_answer(message: Message, scope: Scope) -> None:
+    """Litestar before_send hook (the outermost send): an answer rendered outside the observer — a
+    refusal raised in a middleware (the guard's 401 and 429), an unknown route — gets the request's
+    X-Request-ID too, the one the observer logged with, or the caller's, or a new one."""
+    if message["type"] == "http.response.start" and scope["type"] == "http":
+        _name(message, scope.get(_SCOPE_REQUEST_ID) or _request_id(scope))
+
+
+def _name(start: Message, request_id: bytes) -> None:
+    """Put X-Request-ID on a response start, once (the hook and an observer outside the app meet)."""
+    headers = start.get("headers", ())
+    if not any(name == b"x-request-id" for name, _ in headers):
+        start["headers"] = [*headers, (b"x-request-id", request_id)]
+
+
 def http_observer(service: str) -> Callable[[ASGIApp], ASGIApp]:
     """ASGI middleware: request count and duration by route template, X-Request-ID, log context;
     once per request however many observers it passes."""
@@ -51,14 +76,14 @@ def http_observer(service: str) -> Callable[[ASGIApp], ASGIApp]:
                 return
             scope[OBSERVED] = True  # type: ignore[literal-required]
             started = time.perf_counter()
-            request_id = _request_id(scope)
+            request_id = scope[_SCOPE_REQUEST_ID] = _request_id(scope)  # type: ignore[literal-required]
             status = 500
 
             async def answer(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                    _name(message, request_id)
                 await send(message)
 
             token = log_context.push(request_id=request_id.decode())
