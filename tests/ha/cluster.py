@@ -460,11 +460,16 @@ listen primary
         import psycopg
 
         async def answers() -> bool:
+            # HAProxy counts every server up until its checks say otherwise: right after the start
+            # it still sends some connections to the replicas (a test that begins then fails with
+            # "session is read-only"). Ready once every server it might pick is the primary.
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.haproxy_url("postgres", libpq=True), connect_timeout=2
-                ) as conn:
-                    await conn.execute("SELECT 1")
+                for _ in range(2 * len(self.members)):
+                    async with await psycopg.AsyncConnection.connect(
+                        self.haproxy_url("postgres", libpq=True), connect_timeout=2
+                    ) as conn:
+                        if (await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone())[0]:
+                            return False
                 return True
             except psycopg.Error:
                 return False
