@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hsepay.connections import (
+    ClientSideError,
     ConnectionCut,
     DeadlinePassed,
     WatchedConnection,
@@ -56,6 +57,8 @@ def is_silence(exc: BaseException) -> bool:
         cause = seen.orig if isinstance(seen, DBAPIError) else seen
         if isinstance(cause, ConnectionCut):
             return cause.silent
+        if isinstance(cause, ClientSideError):  # refused by libpq itself: the server was not asked
+            return False
         if isinstance(cause, psycopg.OperationalError) and getattr(cause, "sqlstate", None) is None:
             return True
         seen = seen.__cause__

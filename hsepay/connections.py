@@ -34,6 +34,7 @@ from hsepay.connection_policy import ConnectionPolicy
 from hsepay.resilience import OutcomeUnknown
 
 __all__ = [
+    "ClientSideError",
     "ConnectionCut",
     "ConnectionPolicy",
     "DeadlinePassed",
@@ -51,6 +52,13 @@ class ConnectionCut(psycopg.OperationalError):
 
     silent: bool = True
     """No answer within a silence bound (rather than a unit of work past its deadline)."""
+
+
+class ClientSideError(psycopg.ProgrammingError):
+    """libpq refused to send a statement (more than 65535 bind parameters, say): a fault of the
+    request, not of the server, and the connection is still good. psycopg reports it as an
+    OperationalError without a SQLSTATE — which is how a lost connection looks too — so it would
+    otherwise read as "database unavailable" (503 and "lost primary" instead of a bug's 500)."""
 
 
 class DeadlinePassed(TimeoutError):
@@ -101,12 +109,22 @@ class WatchedConnection(psycopg.AsyncConnection):
         except psycopg.OperationalError as exc:
             if self._cut is not None and not isinstance(exc, ConnectionCut):
                 raise self._cut from exc
+            if exc.sqlstate is None and self._still_good():
+                raise ClientSideError(str(exc)) from exc
             raise
         finally:
             watch.stop()
         if self.monitor is not None:
             self.monitor.answered()
         return result
+
+    def _still_good(self) -> bool:
+        """libpq marks a connection bad as soon as it loses it; one still good after a failure
+        without a SQLSTATE was never the server's doing."""
+        return (
+            self.pgconn.status == psycopg.pq.ConnStatus.OK
+            and self.pgconn.transaction_status != psycopg.pq.TransactionStatus.UNKNOWN
+        )
 
     def cut(self, reason: ConnectionCut) -> None:
         """Fail every pending and later operation on this connection at once (see the module docstring)."""
@@ -273,4 +291,6 @@ async def commit_or_unknown(transaction: AsyncTransaction) -> None:
 def no_answer(exc: BaseException) -> bool:
     """The server never answered (connection lost or cut), as opposed to an error it sent back."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(cause, ClientSideError):  # refused before anything was sent
+        return False
     return isinstance(cause, psycopg.Error) and getattr(cause, "sqlstate", None) is None
