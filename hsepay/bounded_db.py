@@ -13,9 +13,21 @@ wait has had no answer for `silence` seconds, this monitor asks whether the data
 
 The breaker: while it is open every request is answered 503 at once — no queueing behind
 connections being cut, no connection attempt per request — and the probe asks again every
-`probe_every` seconds; its first answer closes it. Without it, requests that arrived during the
-first detection waited for a second one in line, and a 30 s cut made one refused connection per
-request (a 503 took up to 2.6 s then on this 2-core box; 0.8 s with the breaker).
+`probe_every` seconds; its first answer from a writable server closes it. Without it, requests
+that arrived during the first detection waited for a second one in line, and a 30 s cut made one
+refused connection per request (a 503 took up to 2.6 s then on this 2-core box; 0.8 s with the
+breaker).
+
+A server that answers "I cannot write" — read-only (a standby, a demoted primary), in recovery,
+shutting down, not accepting connections yet (`resilience.is_read_only`) — trips it too: there is
+no writable primary, and behind HAProxy the next connection would wait for one. Before this each
+request found that out for itself: through HAProxy during a failover a connection waits while
+HAProxy tries the server it still believes up, so the first 503s took the whole 1.8 s
+`connect_within` (kill -9 of the leader, measured in tests/ha). The probe asks
+`transaction_read_only`, which a standby and a read-only database answer "on": an answer closes
+the breaker only from a writable server. Work waiting for a connection when the breaker opens
+gives up at once (nothing was sent); work already under way runs its course (its commit's outcome
+stays what the server says, or OutcomeUnknown).
 """
 
 from __future__ import annotations
@@ -39,9 +51,9 @@ from hsepay.connections import (
     transaction_on,
 )
 from hsepay.db import conninfo
-from hsepay.resilience import Unavailable, describe
+from hsepay.resilience import Unavailable, describe, is_read_only
 
-__all__ = ["BoundedDatabase", "is_silence"]
+__all__ = ["BoundedDatabase", "is_no_primary", "is_silence"]
 
 T = TypeVar("T")
 
@@ -60,6 +72,17 @@ def is_silence(exc: BaseException) -> bool:
         if isinstance(cause, ClientSideError):  # refused by libpq itself: the server was not asked
             return False
         if isinstance(cause, psycopg.OperationalError) and getattr(cause, "sqlstate", None) is None:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def is_no_primary(exc: BaseException) -> bool:
+    """The server answered that it cannot take writes (read-only, recovering, shutting down):
+    anywhere in the chain of causes, as an OutcomeUnknown carries its cause."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if is_read_only(seen):
             return True
         seen = seen.__cause__
     return False
@@ -84,12 +107,17 @@ class BoundedDatabase:
         self.probe_every = probe_every
         self.silent_since: float | None = None
         """Event loop time the breaker opened (None: closed)."""
+        self.no_primary = False
+        """The breaker opened because the server answered that it cannot write."""
+        self.writable: bool | None = None
+        """What the last answered probe said (None: no probe answered yet)."""
         self.trips = 0
         self.probes = 0
         self.last_answer = float("-inf")
         self._verdict: asyncio.Future[bool] | None = None
         self._probe_conn: WatchedConnection | None = None
         self._recovery: asyncio.Task | None = None
+        self._opened: asyncio.Future[None] | None = None
 
     # --- units of work --------------------------------------------------------------------------
 
@@ -97,6 +125,8 @@ class BoundedDatabase:
         """Raise Unavailable at once while the database is known to be silent."""
         if self.silent_since is not None:
             quiet = asyncio.get_running_loop().time() - self.silent_since
+            if self.no_primary:
+                raise Unavailable(f"no writable database primary for {quiet:.1f}s; nothing was applied, retry later")
             raise Unavailable(f"the database has not answered for {quiet:.1f}s; nothing was applied, retry later")
 
     @contextlib.asynccontextmanager
@@ -112,6 +142,7 @@ class BoundedDatabase:
                 silence=self.silence,
                 monitor=self,
                 connect_within=2 * self.silence + self.probe_within,
+                give_up=self._opening(),
             ) as conn:
                 yield conn
         except DeadlinePassed:
@@ -120,8 +151,7 @@ class BoundedDatabase:
                 self._trip("no connection in time, and no answer to a probe")
             raise
         except Exception as exc:
-            if is_silence(exc):
-                self._trip(describe(exc))
+            self._trip_on(exc)
             raise
 
     def connect(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
@@ -152,7 +182,11 @@ class BoundedDatabase:
                 done, _ = await asyncio.wait({task}, timeout=max(0.0, started + self.timeout - loop.time()))
                 if not done:
                     raise Unavailable(f"the database did not answer within {self.timeout:g}s; retry later")
-            result = task.result()
+            try:
+                result = task.result()
+            except Exception as exc:
+                self._trip_on(exc)
+                raise
             self.answered()
             return result
         finally:
@@ -186,20 +220,29 @@ class BoundedDatabase:
             verdict.set_result(alive)
 
     async def _probe(self) -> bool:
+        """Did the server answer? (`writable` then says what it answered.)"""
         self.probes += 1
         try:
-            await self.ask_server()
+            self.writable = await self.ask_server()
         except Exception:
-            conn, self._probe_conn = self._probe_conn, None
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+            await self._drop_probe_connection()
             return False
+        if not self.writable:
+            # Through HAProxy this connection stays on the server it reached: the next probe must
+            # connect again to find the new primary.
+            await self._drop_probe_connection()
         self.answered()
         return True
 
-    async def ask_server(self) -> None:
-        """SELECT 1 on a connection of the monitor's own, answered within `probe_within`, or raise."""
+    async def _drop_probe_connection(self) -> None:
+        conn, self._probe_conn = self._probe_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def ask_server(self) -> bool:
+        """Whether the server takes writes (`transaction_read_only` off), asked on a connection of
+        the monitor's own and answered within `probe_within`, or raise."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         if self._probe_conn is None or self._probe_conn.closed or self._probe_conn.broken:
@@ -215,25 +258,50 @@ class BoundedDatabase:
                     autocommit=True,
                 )
         with self._probe_conn.deadline_in(self.probe_within - (loop.time() - started)):
-            await self._probe_conn.execute("SELECT 1")
+            # "on" in a hot standby (in recovery) and where default_transaction_read_only is set.
+            row = await (await self._probe_conn.execute("SHOW transaction_read_only")).fetchone()
+        return row is not None and row[0] == "off"
 
     # --- the breaker ------------------------------------------------------------------------------
 
-    def _trip(self, why: str) -> None:
+    def _trip_on(self, exc: BaseException) -> None:
+        """Open the breaker if `exc` says the database is silent or has no writable primary."""
+        if is_silence(exc):
+            self._trip(describe(exc))
+        elif is_no_primary(exc):
+            self._trip(describe(exc), no_primary=True)
+
+    def _opening(self) -> asyncio.Future[None]:
+        """Done when the breaker next opens (checkouts waiting then give up)."""
+        loop = asyncio.get_running_loop()
+        if self._opened is None or self._opened.done() or self._opened.get_loop() is not loop:
+            self._opened = loop.create_future()
+        return self._opened
+
+    def _trip(self, why: str, *, no_primary: bool = False) -> None:
         if self.silent_since is not None:
             return
         self.silent_since = asyncio.get_running_loop().time()
+        self.no_primary = no_primary
         self.trips += 1
-        log.warning("the database is silent (%s): answering 503 until it answers again", why)
+        if no_primary:
+            log.warning("no writable database primary (%s): answering 503 until one answers", why)
+        else:
+            log.warning("the database is silent (%s): answering 503 until it answers again", why)
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)
         self._recovery = asyncio.ensure_future(self._wait_for_answer())
 
     async def _wait_for_answer(self) -> None:
         loop = asyncio.get_running_loop()
-        while not await self._probe():
+        while not (await self._probe() and self.writable):
             await asyncio.sleep(self.probe_every)
         quiet = loop.time() - (self.silent_since or loop.time())
         self.silent_since = None
-        log.warning("the database answers again after %.1fs of silence", quiet)
+        if self.no_primary:
+            log.warning("a writable database primary answers again after %.1fs without one", quiet)
+        else:
+            log.warning("the database answers again after %.1fs of silence", quiet)
 
     async def close(self) -> None:
         """Stop the probes and close the monitor's connection (at shutdown)."""

@@ -208,6 +208,7 @@ async def bounded(
     silence: float | None = None,
     monitor: LivenessMonitor | None = None,
     connect_within: float | None = None,
+    give_up: asyncio.Future | None = None,
 ) -> AsyncIterator[AsyncConnection]:
     """A pooled connection for one unit of work that must be over by `deadline` (event loop time),
     whose every wait for an answer that lasts `silence` seconds asks `monitor` whether the database
@@ -216,7 +217,8 @@ async def bounded(
     The checkout (a new connection to a silent server included) is cancelled after
     `connect_within` seconds or at the deadline — safe there, nothing was sent — and every later
     wait is cut at its bound: the work fails with an error that `resilience.is_unavailable`
-    recognises, and the connection is discarded.
+    recognises, and the connection is discarded. A checkout still waiting when `give_up` is done
+    (the database was found unavailable meanwhile) ends at once with `DeadlinePassed`.
     """
     loop = asyncio.get_running_loop()
     now = loop.time()
@@ -225,14 +227,18 @@ async def bounded(
     checkout_by = min(deadline, now + connect_within) if connect_within else deadline
     checkout = asyncio.ensure_future(engine.connect())
     try:
-        conn = await asyncio.wait_for(asyncio.shield(checkout), timeout=checkout_by - now)
-    except BaseException as exc:
+        waits = {checkout, give_up} if give_up is not None else {checkout}
+        await asyncio.wait(waits, timeout=checkout_by - now, return_when=asyncio.FIRST_COMPLETED)
+        if not checkout.done():
+            if give_up is not None and give_up.done():
+                raise DeadlinePassed("the database was found unavailable while this work waited for a connection")
+            raise DeadlinePassed(f"no database connection within {checkout_by - now:.3g}s")
+        conn = checkout.result()
+    except BaseException:
         # The connection being made goes on (bounded by connect_timeout) and into the pool: on a box
         # so loaded that a first connection takes longer than a request may wait, cancelling each
         # attempt would never let one finish (readiness stayed red for 60 s at load 40).
         checkout.add_done_callback(_return_to_pool)
-        if isinstance(exc, TimeoutError):
-            raise DeadlinePassed(f"no database connection within {checkout_by - now:.3g}s") from None
         raise
     driver: Any = None
     try:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from hsepay import migrate
 from hsepay.api.app import create_orders_app, create_payments_app
+from hsepay.bounded_db import BoundedDatabase
 from hsepay.config import ConsumerSettings, SecuritySettings, normalise_db_url
 from hsepay.config.dburl import libpq_params
 from hsepay.db import create_engine
@@ -32,7 +33,7 @@ from hsepay.relay.broker import BrokerConfig
 from hsepay.relay.consumer import InboxConsumer
 from hsepay.relay.leadership import Leadership
 from hsepay.relay.store import INBOX_PROCESSED
-from hsepay.resilience import is_unavailable
+from hsepay.resilience import Unavailable, is_unavailable
 from tests.support import as_message, open_account, order_created_row, place_order, poll_until
 
 NO_AUTH = SecuritySettings(rate_limit=0)
@@ -118,6 +119,45 @@ async def test_the_apis_answer_503_not_500_while_the_server_is_read_only(databas
 async def _status_of(request, wanted: int):
     response = await request
     return response if response.status_code == wanted else None
+
+
+async def test_the_breaker_opens_on_a_read_only_answer_and_closes_when_the_server_takes_writes(databases):
+    """Issue 22: behind HAProxy a demoted primary's read-only answer tripped nothing, so during a
+    failover every request went on to try a connection of its own (the slowest 503 took 1.8 s).
+    Now the first such answer opens the breaker (503 at once), and it closes on the first probe
+    that finds the server writable, not merely answering."""
+    pg_server, dbs = databases
+    name, url = dbs["payments"]
+    read_only(pg_server, name, True)
+    db = BoundedDatabase(create_engine(any_session(url), pool_size=2), timeout=5.0, silence=0.6, probe_every=0.05)
+    try:
+        with pytest.raises(Exception) as caught:
+            async with db.begin() as conn:
+                await conn.exec_driver_sql("CREATE TABLE breaker_test (x int)")
+        assert "read-only" in str(caught.value)
+        assert db.silent_since is not None and db.no_primary
+        with pytest.raises(Unavailable, match="no writable database primary"):
+            async with db.unit():
+                pass
+        probes = db.probes
+        await poll_until(lambda: _probed(db, probes + 3), timeout=10, what="3 more probes")
+        assert db.silent_since is not None and db.writable is False  # it answers, but cannot write
+        read_only(pg_server, name, False)
+        await poll_until(lambda: _closed(db), timeout=10, what="the breaker to close")
+        assert db.writable is True and db.trips == 1
+        async with db.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE breaker_test (x int)")
+    finally:
+        await db.close()
+        await db.engine.dispose()
+
+
+async def _probed(db: BoundedDatabase, probes: int) -> bool:
+    return db.probes >= probes
+
+
+async def _closed(db: BoundedDatabase) -> bool:
+    return db.silent_since is None
 
 
 async def test_a_healthy_message_gains_no_attempts_while_the_server_is_read_only(databases):
