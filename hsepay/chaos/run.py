@@ -271,6 +271,10 @@ async def _load_and_faults(
         if record.fault.kind == "kill-role" and record.fault.target.startswith("consume-"):
             record.figures.update(consumer_restart(setup.work_dir / f"{record.fault.target}.log", record.started))
     report = ChaosReport(seed=seed, intended=load.sent, load=load, faults=records, final=final)
+    # The checks on fresh connections: a pooled one idle since a pg-restart is dead, and a one-hour
+    # soak that ended in "server closed the connection unexpectedly" here lost its verdict.
+    for spec in registry.with_database():
+        await system.engine(spec.name).dispose()
     missing = set(await _missing(system.engine("orders"), pending)) if pending else set()
     report.missing = [f"order {order_id} answered 202, not in the orders database" for order_id in missing]
     stuck = [f"order {order_id} still created" for order_id in pending if order_id not in missing]
