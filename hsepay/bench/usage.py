@@ -73,7 +73,10 @@ def _cpu(tracked: Tracked) -> float | None:
 
 
 def _waited(tracked: Tracked) -> float | None:
-    """Run delay of every thread of the process (and its children), seconds; None off Linux."""
+    """Run delay of every thread of the process (and its children), seconds; None where the kernel
+    does not keep it (not Linux, or no scheduler statistics)."""
+    if not os.path.exists("/proc/self/schedstat"):
+        return None
     try:
         total = 0
         for p in _tree(tracked):
@@ -81,7 +84,7 @@ def _waited(tracked: Tracked) -> float | None:
                 for task in os.scandir(f"/proc/{p.pid}/task"):
                     with open(f"{task.path}/schedstat") as stat:
                         total += int(stat.read().split()[1])
-        return total / 1e9 if os.path.exists("/proc/self/schedstat") else None
+        return total / 1e9
     except psutil.Error:
         return None
 
