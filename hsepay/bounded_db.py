@@ -28,6 +28,9 @@ HAProxy tries the server it still believes up, so the first 503s took the whole 
 the breaker only from a writable server. Work waiting for a connection when the breaker opens
 gives up at once (nothing was sent); work already under way runs its course (its commit's outcome
 stays what the server says, or OutcomeUnknown).
+
+(Just over 300 lines: the units of work, the monitor and the breaker are one state machine — a
+failure seen by a unit trips the breaker, the breaker's probe is the monitor's — kept in one class.)
 """
 
 from __future__ import annotations

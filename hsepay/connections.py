@@ -15,6 +15,9 @@ Cutting means `shutdown(2)` of the socket, not a task cancellation: psycopg answ
 by asking the server to cancel the query over a new connection and waiting up to 10 s for it
 (measured: 11.0 s through a silent proxy), while a shut socket fails the pending wait at once and
 leaves a broken connection that SQLAlchemy's pool discards.
+
+(Just over 300 lines: the watched connection, the bounded checkout and the commit whose outcome may
+be unknown share one notion of "cut" and one deadline; apart, each would have to re-derive them.)
 """
 
 from __future__ import annotations
