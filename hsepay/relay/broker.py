@@ -1,6 +1,7 @@
 """Broker access: the one place that configures aiokafka clients, creates topics and reads their state.
 
-Only public aiokafka APIs (the admin client, `end_offsets`); nothing reaches into a client's internals.
+Only public aiokafka APIs (the admin client, `end_offsets`); nothing reaches into a client's internals
+(the one exception, a running consumer's fetch wait, is hsepay.relay.pacing's).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class BrokerConfig:
     fetch_max_wait_ms: int = 5
     """How long a fetch may wait for data. Tansu does not answer a waiting fetch when data arrives
     (measured: 5 ms gives 5.5 ms per fetch, 500 ms gives 254 ms), so 5 ms there; Apache Kafka
-    answers at once, so a long wait costs no latency and saves the idle polling CPU."""
+    answers at once, so a long wait costs no latency and saves the idle polling CPU. A consumer
+    that is behind fetches with a longer wait (hsepay.relay.pacing)."""
 
     def client_options(self) -> dict[str, Any]:
         return {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id, **self.security}

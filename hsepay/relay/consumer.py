@@ -31,6 +31,7 @@ from hsepay.relay.inbound import (
     message_from_record,
 )
 from hsepay.relay.membership import claim_instance_id
+from hsepay.relay.pacing import FetchPacing
 from hsepay.relay.store import pipeline
 from hsepay.resilience import Backoff, describe, is_unavailable, supervise
 
@@ -170,8 +171,10 @@ class InboxConsumer:
             await consumer.start()
             if self.static_assignment:
                 self.stats.joined, self.stats.partitions = True, len(consumer.assignment())
+            pacing = FetchPacing(consumer, self.broker.fetch_max_wait_ms)
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self.settings.batch_size)
+                pacing.after(batch)
                 if batch:
                     messages = [message_from_record(r) for records in batch.values() for r in records]
                     if not await self.apply(messages, stop):
