@@ -8,18 +8,40 @@ reported as in flight, and conservation is only exact once nothing is.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hsepay.orders.tables import orders
 from hsepay.payments.tables import accounts, ledger_entries, payment_decisions
 
-__all__ = ["AuditReport", "check_invariants"]
+__all__ = ["AuditReport", "check_invariants", "snapshots"]
 
 MAX_LISTED = 20
+
+
+@asynccontextmanager
+async def snapshots(
+    payments: AsyncEngine, orders_engine: AsyncEngine, *, idle_allowed: float | None = None
+) -> AsyncIterator[tuple[AsyncConnection, AsyncConnection]]:
+    """One read-only repeatable-read snapshot per database, so each side is read consistently.
+
+    `idle_allowed`: seconds each may sit idle between statements (while the topics are read). Every
+    session is ended by the server after 5 s idle in a transaction (HSEPAY_DB_IDLE_IN_TRANSACTION_TIMEOUT,
+    against sessions that hold locks); these hold none, and the topic history of a one-hour soak took
+    longer than that to read, so the audit failed with IdleInTransactionSessionTimeout."""
+    async with payments.connect() as p, orders_engine.connect() as o:
+        for conn in (p, o):
+            await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if idle_allowed is not None:
+                await conn.exec_driver_sql(
+                    f"SET LOCAL idle_in_transaction_session_timeout = {int(idle_allowed * 1000)}"
+                )
+        yield p, o
 
 
 @dataclass

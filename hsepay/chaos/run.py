@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hsepay import registry
-from hsepay.audit import check_invariants
+from hsepay.audit import check_invariants, snapshots
 from hsepay.auth import TokenIssuer
 from hsepay.bootstrap import built
 from hsepay.bootstrap.event_secrets import fresh_environ
@@ -289,9 +289,8 @@ async def _load_and_faults(
         system["orders"].broker, settings.kafka.orders_topic, settings.kafka.payment_status_topic, timeout=120
     )
     await witness.mark()
-    async with system.engine("payments").connect() as p, system.engine("orders").connect() as o:
-        await p.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        await o.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    idle_allowed = witness.timeout + 60  # the topics are read inside the snapshots
+    async with snapshots(system.engine("payments"), system.engine("orders"), idle_allowed=idle_allowed) as (p, o):
         audit = await check_invariants(p, o)
         # The topics too: what a failover made both databases forget (the money checks cannot see it).
         found = await witness.compare(p, o)

@@ -64,10 +64,8 @@ def audit(
                     verifier=history_verifier(system.settings),
                 )
                 await witness.mark()
-            async with payments.connect() as p, orders.connect() as o:
-                # One repeatable-read snapshot per database, so each side is read consistently.
-                await p.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                await o.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            idle_allowed = witness.timeout + 60 if witness is not None else None
+            async with money_audit.snapshots(payments, orders, idle_allowed=idle_allowed) as (p, o):
                 report = await money_audit.check_invariants(p, o)
                 lost = []
                 if witness is not None:
