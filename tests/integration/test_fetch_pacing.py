@@ -16,6 +16,7 @@ from hsepay.relay.pacing import CATCH_UP_WAIT_MS, FetchPacing
 
 PARTITIONS = 6
 PER_PARTITION = 12_000
+BEHIND = 1_600  # records per partition the consumer starts behind the end
 SHORT_WAIT_MS = 5  # what hsepay fetches Tansu with
 
 
@@ -46,10 +47,11 @@ async def _fill(address: str, topic: str) -> None:
         await producer.stop()
 
 
-async def test_a_consumer_72000_batches_behind_catches_up_and_then_fetches_with_the_short_wait_again(own_broker):
-    """Without pacing, Tansu answered a 5 ms fetch at this depth with about one record: this test read
-    105 of the 72,000 records in its 120 s (the one-hour embedded soak stalled the same way); with it,
-    all of them in about 3 s."""
+async def test_a_consumer_behind_on_long_partitions_catches_up_and_then_fetches_with_the_short_wait_again(own_broker):
+    """Each of 6 partitions holds 12,000 one-record batches and the consumer starts 1,600 short of the
+    end. Tansu answers a 5 ms fetch at this depth with nothing at all: without pacing this read 0 of
+    the 9,600 records in 60 s, and with pacing judged by the batches alone (which are all empty) the
+    same; with the high watermarks, all of them in under a second."""
     replication = int(os.environ.get("HSEPAY_TEST_KAFKA_REPLICATION", "1"))
     config = BrokerConfig(
         own_broker, False, partitions=PARTITIONS, replication_factor=replication, fetch_max_wait_ms=SHORT_WAIT_MS
@@ -63,18 +65,20 @@ async def test_a_consumer_72000_batches_behind_catches_up_and_then_fetches_with_
     )
     await consumer.start()
     try:
+        for tp in consumer.assignment():
+            consumer.seek(tp, PER_PARTITION - BEHIND)
         pacing = FetchPacing(consumer, SHORT_WAIT_MS)
         waits, read = set(), 0
         deadline = time.monotonic() + 120
-        while read < PARTITIONS * PER_PARTITION and time.monotonic() < deadline:
+        while read < PARTITIONS * BEHIND and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=500)
-            pacing.after(batch)
+            await pacing.after(batch)
             waits.add(consumer._fetcher._fetch_max_wait_ms)  # what the next fetch request is built with
             read += sum(len(records) for records in batch.values())
-        assert read == PARTITIONS * PER_PARTITION
+        assert read == PARTITIONS * BEHIND
         assert CATCH_UP_WAIT_MS in waits  # it was behind, and told the fetcher
 
-        pacing.after(await consumer.getmany(timeout_ms=200))  # caught up: nothing more to read
+        await pacing.after(await consumer.getmany(timeout_ms=200))  # caught up: nothing more to read
         assert pacing.enabled and pacing.current == SHORT_WAIT_MS
         assert consumer._fetcher._fetch_max_wait_ms == SHORT_WAIT_MS
     finally:
