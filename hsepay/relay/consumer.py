@@ -174,7 +174,7 @@ class InboxConsumer:
             pacing = FetchPacing(consumer, self.broker.fetch_max_wait_ms)
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self.settings.batch_size)
-                await pacing.after(batch)
+                await pacing.after()
                 if batch:
                     messages = [message_from_record(r) for records in batch.values() for r in records]
                     if not await self.apply(messages, stop):

@@ -72,13 +72,14 @@ async def test_a_consumer_behind_on_long_partitions_catches_up_and_then_fetches_
         deadline = time.monotonic() + 120
         while read < PARTITIONS * BEHIND and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=500)
-            await pacing.after(batch)
+            await pacing.after()
             waits.add(consumer._fetcher._fetch_max_wait_ms)  # what the next fetch request is built with
             read += sum(len(records) for records in batch.values())
         assert read == PARTITIONS * BEHIND
         assert CATCH_UP_WAIT_MS in waits  # it was behind, and told the fetcher
 
-        await pacing.after(await consumer.getmany(timeout_ms=200))  # caught up: nothing more to read
+        assert not await consumer.getmany(timeout_ms=200)  # caught up: nothing more to read
+        await pacing.after()
         assert pacing.enabled and pacing.current == SHORT_WAIT_MS
         assert consumer._fetcher._fetch_max_wait_ms == SHORT_WAIT_MS
     finally:
