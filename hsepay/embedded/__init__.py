@@ -50,11 +50,12 @@ from hsepay.embedded.broker import (
     start_foreground_broker,
     stop_broker,
 )
-from hsepay.embedded.common import BrokerRunning, EmbeddedError, PortInUse
+from hsepay.embedded.common import STOP_TIMEOUT, BrokerRunning, EmbeddedError, PortInUse
 from hsepay.embedded.postgres import ensure_databases, ensure_postgres, start_postgres_on_tcp, stop_postgres
 
 __all__ = [
     "BROKER_DEFAULT_PORT",
+    "STOP_TIMEOUT",
     "BrokerRunning",
     "EmbeddedError",
     "PortInUse",
