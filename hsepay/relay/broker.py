@@ -6,6 +6,7 @@ Only public aiokafka APIs (the admin client, `end_offsets`); nothing reaches int
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from aiokafka.structs import TopicPartition
 
 __all__ = [
     "BrokerConfig",
+    "assigned_lag",
     "consumer_lag",
     "ensure_topics",
     "make_consumer",
@@ -107,6 +109,19 @@ def make_consumer(
     else:
         consumer.subscribe(topics=list(topics), listener=listener)
     return consumer
+
+
+async def assigned_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """Records after the consumer's position in each assigned partition it has fetched from, from its
+    own state (the high watermark every fetch answer carries; no request)."""
+    lag = {}
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue  # not fetched yet: its position may still be being looked up
+        with contextlib.suppress(Exception):  # a partition revoked meanwhile: read next time
+            lag[tp] = max(0, end - await consumer.position(tp))
+    return lag
 
 
 async def partitions_of(config: BrokerConfig, topics: Iterable[str]) -> list[TopicPartition]:

@@ -18,7 +18,7 @@ from hsepay.config import ConsumerSettings
 from hsepay.log_context import bound, saga_fields
 from hsepay.periodic import Periodic, in_transaction
 from hsepay.relay import hooks, inbox
-from hsepay.relay.broker import BrokerConfig, ensure_topics, make_consumer, partitions_of
+from hsepay.relay.broker import BrokerConfig, assigned_lag, ensure_topics, make_consumer, partitions_of
 from hsepay.relay.commits import OffsetCommitter
 from hsepay.relay.inbound import (
     HandlerMap,
@@ -196,13 +196,7 @@ class InboxConsumer:
         if now - self._lag_at < LAG_INTERVAL:
             return
         self._lag_at = now
-        lag = {}
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            with contextlib.suppress(Exception):  # a partition revoked meanwhile: measured next time
-                if end is not None:
-                    lag[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
-        self.stats.lag = lag
+        self.stats.lag = {(tp.topic, tp.partition): n for tp, n in (await assigned_lag(consumer)).items()}
 
     # --- applying messages ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiokafka.errors import IllegalStateError
+from hsepay.relay.broker import assigned_lag
 
 __all__ = ["CATCH_UP_WAIT_MS", "FetchPacing"]
 
@@ -51,7 +51,8 @@ class FetchPacing:
         """Call after each `getmany` (the positions have moved past what it returned)."""
         if not self.enabled:
             return
-        wanted = self.behind_ms if await self._short_of_the_end() else self.idle_ms
+        behind = any((await assigned_lag(self.consumer)).values())
+        wanted = self.behind_ms if behind else self.idle_ms
         if wanted == self.current:
             return
         fetcher = getattr(self.consumer, "_fetcher", None)
@@ -61,15 +62,3 @@ class FetchPacing:
             return
         fetcher._fetch_max_wait_ms = wanted
         self.current = wanted
-
-    async def _short_of_the_end(self) -> bool:
-        for tp in self.consumer.assignment():
-            end = self.consumer.highwater(tp)
-            if end is None:
-                continue  # not fetched yet: its position may still be being looked up
-            try:
-                if end > await self.consumer.position(tp):
-                    return True
-            except IllegalStateError:  # revoked meanwhile: judged at the next call
-                continue
-        return False
