@@ -109,6 +109,11 @@ class TopicWitness:
     """The producers' signatures: a refused record counts as unreadable, never as evidence."""
     marked: float = 0.0
 
+    @property
+    def reading_allowance(self) -> float:
+        """Seconds a database snapshot must be allowed to sit idle while `compare` reads the topics."""
+        return self.timeout + 60
+
     async def mark(self) -> None:
         """Call before the databases' snapshots are taken."""
         self.marked = time.time()

@@ -289,7 +289,7 @@ async def _load_and_faults(
         system["orders"].broker, settings.kafka.orders_topic, settings.kafka.payment_status_topic, timeout=120
     )
     await witness.mark()
-    idle_allowed = witness.timeout + 60  # the topics are read inside the snapshots
+    idle_allowed = witness.reading_allowance
     async with snapshots(system.engine("payments"), system.engine("orders"), idle_allowed=idle_allowed) as (p, o):
         audit = await check_invariants(p, o)
         # The topics too: what a failover made both databases forget (the money checks cannot see it).

@@ -64,7 +64,7 @@ def audit(
                     verifier=history_verifier(system.settings),
                 )
                 await witness.mark()
-            idle_allowed = witness.timeout + 60 if witness is not None else None
+            idle_allowed = witness.reading_allowance if witness is not None else None
             async with money_audit.snapshots(payments, orders, idle_allowed=idle_allowed) as (p, o):
                 report = await money_audit.check_invariants(p, o)
                 lost = []
