@@ -140,6 +140,12 @@ async def _duplicates(system: System) -> int:
     return duplicates
 
 
+async def _fresh_connections(system: System) -> None:
+    """Drop every pooled database connection: the next checkout opens a new one."""
+    for service in system.services.values():
+        await system.engine(service.name).dispose()
+
+
 async def run_chaos(
     setup: ChaosSetup,
     *,
@@ -243,8 +249,7 @@ async def _load_and_faults(
     )
     records = await injecting
     deposits = await depositing if depositing is not None else None
-    for service in system.services.values():
-        await system.engine(service.name).dispose()  # a restarted PostgreSQL left the pool's connections dead
+    await _fresh_connections(system)  # a restarted PostgreSQL left the pool's connections dead
     last_fault = max((r.ended for r in records), default=load.finished)
     ids = list(load.accepted.values())
     final, pending = await _drain(system.engine("orders"), ids, max(last_fault, load.finished) + settle_timeout)
@@ -273,8 +278,7 @@ async def _load_and_faults(
     report = ChaosReport(seed=seed, intended=load.sent, load=load, faults=records, final=final)
     # The checks on fresh connections: a pooled one idle since a pg-restart is dead, and a one-hour
     # soak that ended in "server closed the connection unexpectedly" here lost its verdict.
-    for spec in registry.with_database():
-        await system.engine(spec.name).dispose()
+    await _fresh_connections(system)
     missing = set(await _missing(system.engine("orders"), pending)) if pending else set()
     report.missing = [f"order {order_id} answered 202, not in the orders database" for order_id in missing]
     stuck = [f"order {order_id} still created" for order_id in pending if order_id not in missing]
